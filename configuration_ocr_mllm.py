@@ -1,0 +1,187 @@
+# Copyright 2026 The OCR-MLLM authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of OCR-MLLM: a SAM ViT-B (Vary) high-res branch and a Qwen-VL-style ViT + Resampler low-res branch
+feeding a causal LM. This file is copied next to the weights by `save_pretrained` and loaded with
+`trust_remote_code=True`, so it imports nothing but transformers."""
+
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.models.auto import CONFIG_MAPPING, AutoConfig
+
+HIGH_RES_PROJECTOR_TYPES = "linear | mlp<N>x_gelu (e.g. mlp2x_gelu)"
+
+# Written into config.json so every Auto class finds the code files that save_pretrained copies next to the weights
+# (register_for_auto_class records only one Auto class per Python class).
+AUTO_MAP = {
+    "AutoConfig": "configuration_ocr_mllm.OcrMllmConfig",
+    "AutoModel": "modeling_ocr_mllm.OcrMllmModel",
+    "AutoModelForImageTextToText": "modeling_ocr_mllm.OcrMllmForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_ocr_mllm.OcrMllmForConditionalGeneration",
+}
+
+
+class OcrMllmVisionConfig(PreTrainedConfig):
+    r"""
+    The low-resolution tower: a Qwen-VL-style ViT (448 px, patch 14, no CLS token, learned absolute position
+    embedding stored on a `position_embedding_grid_size`² grid and bicubically interpolated to the patch grid,
+    pre-LN blocks, no pooling or post-LN). Defaults are Qwen-VL's ViT-bigG (width 1664, 48 layers).
+    """
+
+    model_type = "ocr_mllm_vision"
+    base_config_key = "vision_config"
+
+    hidden_size: int = 1664
+    intermediate_size: int = 8192
+    num_hidden_layers: int = 48
+    num_attention_heads: int = 16
+    num_channels: int = 3
+    image_size: int = 448
+    patch_size: int = 14
+    position_embedding_grid_size: int = 16
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"vision_config.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(f"vision_config.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        super().__post_init__(**kwargs)
+
+
+def _qwen14b_text_config() -> dict:
+    # The original system's LLM (Qwen-14B) expressed as a transformers Qwen2 config: q/k/v with bias, no GQA, untied.
+    return {
+        "model_type": "qwen2",
+        "vocab_size": 152064,
+        "hidden_size": 5120,
+        "intermediate_size": 13696,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 40,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+    }
+
+
+class OcrMllmConfig(PreTrainedConfig):
+    r"""
+    Args:
+        text_config: any causal-LM config (dict or config; default: a Qwen2 config shaped like Qwen-14B).
+        vision_config: the low-res tower — `OcrMllmVisionConfig` (Qwen-VL ViT) or a CLIP / SigLIP vision config.
+        high_res_vision_config: the high-res tower — a `SamVisionConfig` (ViT-B as Vary uses it: 1024 px, patch 16,
+            windowed attention with global blocks 2/5/8/11, relative positions, neck to `output_channels`).
+        high_res_downsample_channels: output channels of the stride-2 convs after the SAM neck (Vary's net_2, net_3).
+        high_res_projector_type: `linear` or `mlp<N>x_gelu` from the last conv's channels to the LLM width.
+        resampler_num_queries: learned queries of the low-res Resampler (a square number; its sin-cos grid side).
+        resampler_num_heads: heads of the Resampler's cross-attention (default: text hidden size // 128).
+        low_res_feature_select_strategy: `full` keeps every token of the low-res tower, `default` drops a leading
+            CLS token (CLIP).
+        image_token / image_token_id: the placeholder the processor expands and the model fills with image features.
+    """
+
+    model_type = "ocr_mllm"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "high_res_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="sam_vision_model"),
+    }
+    attribute_map = {"image_token_index": "image_token_id"}
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    high_res_vision_config: dict | PreTrainedConfig | None = None
+    high_res_downsample_channels: list[int] | tuple[int, ...] = (512, 1024)
+    high_res_projector_type: str = "mlp2x_gelu"
+    resampler_num_queries: int = 256
+    resampler_num_heads: int | None = None
+    resampler_layer_norm_eps: float = 1e-6
+    low_res_feature_select_strategy: str = "full"
+    image_token: str = "<image>"
+    image_token_id: int = 151851
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        # Our own ViT is not in transformers' CONFIG_MAPPING, so build it here; CLIP/SigLIP go through AutoConfig.
+        if self.vision_config is None:
+            self.vision_config = OcrMllmVisionConfig()
+        elif isinstance(self.vision_config, dict):
+            vision_type = self.vision_config.get("model_type", OcrMllmVisionConfig.model_type)
+            if vision_type == OcrMllmVisionConfig.model_type:
+                self.vision_config = OcrMllmVisionConfig(**self.vision_config)
+            elif vision_type in CONFIG_MAPPING:
+                self.vision_config = CONFIG_MAPPING[vision_type](**self.vision_config)
+            else:
+                raise ValueError(f"Unknown vision_config.model_type {vision_type!r}")
+        if self.text_config is None:
+            self.text_config = _qwen14b_text_config()
+        self.high_res_downsample_channels = list(self.high_res_downsample_channels)
+        super().__post_init__(**kwargs)
+        auto_map = dict(getattr(self, "auto_map", None) or {})
+        for auto_class, reference in AUTO_MAP.items():
+            auto_map.setdefault(auto_class, reference)
+        self.auto_map = auto_map
+        self._validate_ocr_mllm()
+
+    def _validate_ocr_mllm(self):
+        grid = int(round(self.resampler_num_queries**0.5))
+        if grid * grid != self.resampler_num_queries:
+            raise ValueError(f"resampler_num_queries must be a square number, got {self.resampler_num_queries}")
+        if not _parse_projector_type(self.high_res_projector_type):
+            raise ValueError(f"high_res_projector_type must be {HIGH_RES_PROJECTOR_TYPES}, got {self.high_res_projector_type!r}")
+        if self.low_res_feature_select_strategy not in ("full", "default"):
+            raise ValueError("low_res_feature_select_strategy must be 'full' or 'default'")
+        if self.text_config.hidden_size % self.resampler_heads:
+            raise ValueError(
+                f"text hidden size {self.text_config.hidden_size} is not divisible by resampler_num_heads {self.resampler_heads}"
+            )
+        if self.high_res_grid_size < 1:
+            raise ValueError("high_res_vision_config is too small for the stride-2 downsampling convs")
+
+    @property
+    def resampler_heads(self) -> int:
+        return self.resampler_num_heads or max(1, self.text_config.hidden_size // 128)
+
+    @property
+    def high_res_grid_size(self) -> int:
+        """Side of the high-res token grid: SAM patch grid, halved by each stride-2 conv (1024/16 = 64 → 16)."""
+        hr = self.high_res_vision_config
+        return (hr.image_size // hr.patch_size) // (2 ** len(self.high_res_downsample_channels))
+
+    @property
+    def num_high_res_tokens_per_view(self) -> int:
+        return self.high_res_grid_size**2
+
+    @property
+    def num_low_res_tokens_per_image(self) -> int:
+        return self.resampler_num_queries
+
+    @property
+    def image_seq_length(self) -> int:
+        """Image tokens for one image without tiling (512 at the default config: 256 high-res first, then 256)."""
+        return self.num_high_res_tokens_per_view + self.num_low_res_tokens_per_image
+
+    def num_image_tokens(self, num_high_res_views: int = 1) -> int:
+        return num_high_res_views * self.num_high_res_tokens_per_view + self.num_low_res_tokens_per_image
+
+
+def _parse_projector_type(projector_type: str):
+    """'linear' → 1 layer, 'mlp<N>x_gelu' → N layers; None for anything else."""
+    if projector_type == "linear":
+        return 1
+    if projector_type.startswith("mlp") and projector_type.endswith("x_gelu"):
+        depth = projector_type[len("mlp") : -len("x_gelu")]
+        if depth.isdigit() and int(depth) >= 1:
+            return int(depth)
+    return None
+
+
+OcrMllmConfig.register_for_auto_class()
+
+__all__ = ["OcrMllmConfig", "OcrMllmVisionConfig"]

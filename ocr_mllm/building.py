@@ -1,0 +1,284 @@
+"""Build complete OCR-MLLM model folders: from a size preset with random weights, or from pretrained parts
+(a causal LM, a CLIP / SigLIP / Qwen-VL low-res tower, a SAM or GOT-OCR2 high-res encoder)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from configuration_ocr_mllm import OcrMllmConfig
+from modeling_ocr_mllm import OcrMllmForConditionalGeneration
+from processing_ocr_mllm import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    OcrMllmImageProcessor,
+    OcrMllmProcessor,
+)
+
+from .tokenization import ENDOFTEXT, IM_END, IMAGE_TOKEN, default_corpus, train_bpe_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Model sizes by name. "tiny" is for tests (loads and generates on CPU in well under a second); "original" is the
+# architecture of OCR_MLLM_TOY (Qwen-14B, Qwen-VL ViT-bigG, SAM ViT-B) and is meant to be filled from pretrained parts.
+PRESETS: dict[str, dict] = {
+    "tiny": {
+        "text_config": {
+            "model_type": "qwen2",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+        },
+        "vision_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 56,
+            "patch_size": 14,
+            "position_embedding_grid_size": 2,
+        },
+        "high_res_vision_config": {
+            "model_type": "sam_vision_model",
+            "hidden_size": 32,
+            "output_channels": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "mlp_dim": 64,
+            "image_size": 128,
+            "patch_size": 16,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+        },
+        "high_res_downsample_channels": [32, 64],
+        "resampler_num_queries": 4,
+        "resampler_num_heads": 2,
+        "tokenizer_vocab_size": 512,
+    },
+    "original": {"tokenizer_vocab_size": None},
+}
+
+
+def build_config(preset: str, vocab_size: int, image_token_id: int, **overrides) -> OcrMllmConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    settings = copy.deepcopy(PRESETS[preset])
+    settings.pop("tokenizer_vocab_size", None)
+    settings.update(overrides)
+    text_config = settings.pop("text_config", None)
+    if text_config is not None and not isinstance(text_config, dict):
+        text_config = text_config.to_dict()
+    if text_config is not None:
+        text_config["vocab_size"] = vocab_size
+    config = OcrMllmConfig(text_config=text_config, image_token_id=image_token_id, **settings)
+    if text_config is None:
+        config.text_config.vocab_size = vocab_size
+    return config
+
+
+def build_processor(tokenizer, config: OcrMllmConfig, **image_processor_kwargs) -> OcrMllmProcessor:
+    """A processor whose view sizes and image-token counts agree with `config`."""
+    vision = config.vision_config
+    image_processor = OcrMllmImageProcessor(
+        size=vision.image_size,
+        high_res_size=config.high_res_vision_config.image_size,
+        image_mean=image_processor_kwargs.pop("image_mean", OPENAI_CLIP_MEAN),
+        image_std=image_processor_kwargs.pop("image_std", OPENAI_CLIP_STD),
+        high_res_image_mean=image_processor_kwargs.pop("high_res_image_mean", IMAGENET_MEAN),
+        high_res_image_std=image_processor_kwargs.pop("high_res_image_std", IMAGENET_STD),
+        **image_processor_kwargs,
+    )
+    return OcrMllmProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_token=config.image_token,
+        num_high_res_tokens_per_view=config.num_high_res_tokens_per_view,
+        num_low_res_tokens=config.num_low_res_tokens_per_image,
+    )
+
+
+def default_generation_config(tokenizer) -> GenerationConfig:
+    stop_ids = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(ENDOFTEXT)]
+    return GenerationConfig(
+        eos_token_id=stop_ids,
+        pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        bos_token_id=None,
+        do_sample=False,
+        max_new_tokens=512,
+    )
+
+
+def save_model_folder(model, processor, output_dir: str | Path) -> Path:
+    """Write a complete trust_remote_code folder: safetensors weights, config (auto_map), generation config,
+    tokenizer + chat template, processor configs and the three code files."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if model.generation_config is None or not _stops_on_im_end(model.generation_config, processor.tokenizer):
+        model.generation_config = default_generation_config(processor.tokenizer)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    missing = [
+        name
+        for name in ("configuration_ocr_mllm.py", "modeling_ocr_mllm.py", "processing_ocr_mllm.py", "config.json")
+        if not (output_dir / name).exists()
+    ]
+    if missing:
+        raise RuntimeError(f"Saved folder {output_dir} is incomplete, missing: {missing}")
+    return output_dir
+
+
+def _stops_on_im_end(generation_config, tokenizer) -> bool:
+    eos = generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
+    return tokenizer.convert_tokens_to_ids(IM_END) in eos
+
+
+def _add_image_token(tokenizer):
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False)
+    if getattr(tokenizer, "image_token", None) is None:
+        tokenizer.extra_special_tokens = {**(tokenizer.extra_special_tokens or {}), "image_token": IMAGE_TOKEN}
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = ENDOFTEXT if ENDOFTEXT in tokenizer.get_vocab() else tokenizer.eos_token
+    from processing_ocr_mllm import CHAT_TEMPLATE
+
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_folder(output_dir: str | Path, seed: int = 0, tokenizer=None, preset: str = "tiny", **overrides) -> Path:
+    """Random weights at a size preset, with a small BPE vocabulary unless a tokenizer is given."""
+    if tokenizer is None:
+        vocab_size = PRESETS[preset].get("tokenizer_vocab_size") or 1024
+        tokenizer = train_bpe_tokenizer(default_corpus(), vocab_size=vocab_size)
+    config = build_config(
+        preset, vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
+    )
+    torch.manual_seed(seed)
+    model = OcrMllmForConditionalGeneration(config)
+    processor = build_processor(tokenizer, config)
+    return save_model_folder(model, processor, output_dir)
+
+
+def _load_state_dict_into(module: torch.nn.Module, state_dict: dict, what: str):
+    result = module.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{what}: missing keys {result.missing_keys[:10]}{'…' if len(result.missing_keys) > 10 else ''}, "
+            f"unexpected keys {result.unexpected_keys[:10]}{'…' if len(result.unexpected_keys) > 10 else ''}"
+        )
+
+
+def _high_res_parts(path: str):
+    """(SamVisionConfig, encoder state dict, downsampler state dict or None) from a SAM or GOT-OCR2 checkpoint."""
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "got_ocr2":
+        from transformers import GotOcr2ForConditionalGeneration
+
+        got = GotOcr2ForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+        vision_config = AutoConfig.for_model("sam_vision_model", **config.vision_config.to_dict())
+        encoder = got.model.vision_tower.state_dict()
+        projector = got.model.multi_modal_projector
+        # GOT keeps Vary's net_2 / net_3 as conv_upsampler1/2; its linear maps to GOT's LLM and is not reused.
+        downsampler = {
+            "conv1.weight": projector.conv_upsampler1.weight.detach().clone(),
+            "conv2.weight": projector.conv_upsampler2.weight.detach().clone(),
+        }
+        if projector.conv_upsampler1.bias is not None:
+            logger.warning("GOT-OCR2 upsampler convs have biases; Vary's have none — biases dropped")
+        return vision_config, encoder, downsampler
+    if config.model_type == "sam":
+        from transformers import SamModel
+
+        sam = SamModel.from_pretrained(path, dtype=torch.float32)
+        return config.vision_config, sam.vision_encoder.state_dict(), None
+    if config.model_type == "sam_vision_model":
+        from transformers import SamVisionModel
+
+        sam = SamVisionModel.from_pretrained(path, dtype=torch.float32)
+        return config, sam.vision_encoder.state_dict(), None
+    raise ValueError(f"{path}: expected a SAM or GOT-OCR2 checkpoint, found model_type {config.model_type!r}")
+
+
+def _low_res_parts(path: str):
+    """(vision config, state dict) of a CLIP / SigLIP vision tower (full dual-encoder checkpoints are accepted)."""
+    config = AutoConfig.from_pretrained(path)
+    vision_config = getattr(config, "vision_config", config)
+    if vision_config.model_type not in ("clip_vision_model", "siglip_vision_model", "siglip2_vision_model"):
+        raise ValueError(
+            f"{path}: expected a CLIP or SigLIP vision checkpoint, found {vision_config.model_type!r} "
+            "(Qwen-VL visual weights: use scripts/convert_original_checkpoint.py --vit)"
+        )
+    tower = AutoModel.from_config(vision_config)
+    full = AutoModel.from_pretrained(path, dtype=torch.float32)
+    source = getattr(full, "vision_model", full)
+    tower_prefix_model = getattr(tower, "vision_model", tower)
+    _load_state_dict_into(tower_prefix_model, source.state_dict(), f"low-res tower from {path}")
+    return vision_config, tower.state_dict()
+
+
+def build_from_parts(
+    output_dir: str | Path,
+    text_model: str,
+    vision_model: str | None = None,
+    high_res_model: str | None = None,
+    preset: str = "original",
+    high_res_projector_type: str = "mlp2x_gelu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Path:
+    """Assemble a model from pretrained parts; the Resampler and the high-res projector start fresh (and the
+    downsampling convs too unless a GOT-OCR2 checkpoint provides Vary's)."""
+    tokenizer = _add_image_token(AutoTokenizer.from_pretrained(text_model))
+    language = AutoModelForCausalLM.from_pretrained(text_model, dtype=torch.float32)
+    overrides = {"text_config": language.config.to_dict(), "high_res_projector_type": high_res_projector_type}
+    low_res_state = high_res_state = downsampler_state = None
+    if vision_model is not None:
+        vision_config, low_res_state = _low_res_parts(vision_model)
+        overrides["vision_config"] = vision_config.to_dict()
+        if vision_config.model_type == "clip_vision_model":
+            overrides["low_res_feature_select_strategy"] = "default"
+    if high_res_model is not None:
+        high_res_config, high_res_state, downsampler_state = _high_res_parts(high_res_model)
+        overrides["high_res_vision_config"] = high_res_config.to_dict()
+    vocab_size = max(language.config.vocab_size, len(tokenizer))
+    config = build_config(
+        preset, vocab_size=vocab_size, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
+    )
+    torch.manual_seed(seed)
+    model = OcrMllmForConditionalGeneration(config)
+
+    if len(tokenizer) > language.config.vocab_size:
+        language.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    _load_state_dict_into(model.model.language_model, language.model.state_dict(), f"LLM from {text_model}")
+    _load_state_dict_into(model.lm_head, language.get_output_embeddings().state_dict(), f"lm_head from {text_model}")
+    if low_res_state is not None:
+        _load_state_dict_into(model.model.vision_tower, low_res_state, f"low-res tower from {vision_model}")
+    if high_res_state is not None:
+        _load_state_dict_into(model.model.high_res_vision_tower, high_res_state, f"high-res tower from {high_res_model}")
+    if downsampler_state is not None:
+        _load_state_dict_into(model.model.high_res_downsampler, downsampler_state, f"downsampler from {high_res_model}")
+
+    image_processor_kwargs = {}
+    if vision_model is not None:
+        try:
+            from transformers import AutoImageProcessor
+
+            source_processor = AutoImageProcessor.from_pretrained(vision_model)
+            image_processor_kwargs = {"image_mean": source_processor.image_mean, "image_std": source_processor.image_std}
+        except (OSError, ValueError):
+            logger.warning("No image processor config in %s: using OpenAI-CLIP mean/std for the low-res view", vision_model)
+    model = model.to(dtype)
+    processor = build_processor(tokenizer, config, **image_processor_kwargs)
+    return save_model_folder(model, processor, output_dir)
