@@ -187,7 +187,10 @@ def _high_res_parts(path: str):
         from transformers import GotOcr2ForConditionalGeneration
 
         got = GotOcr2ForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
-        vision_config = AutoConfig.for_model("sam_vision_model", **config.vision_config.to_dict())
+        from transformers import SamVisionConfig
+
+        fields = {k: v for k, v in config.vision_config.to_dict().items() if k != "model_type"}
+        vision_config = SamVisionConfig(**fields)
         encoder = got.model.vision_tower.state_dict()
         projector = got.model.multi_modal_projector
         # GOT keeps Vary's net_2 / net_3 as conv_upsampler1/2; its linear maps to GOT's LLM and is not reused.
@@ -220,11 +223,9 @@ def _low_res_parts(path: str):
             f"{path}: expected a CLIP or SigLIP vision checkpoint, found {vision_config.model_type!r} "
             "(Qwen-VL visual weights: use scripts/convert_original_checkpoint.py --vit)"
         )
-    tower = AutoModel.from_config(vision_config)
-    full = AutoModel.from_pretrained(path, dtype=torch.float32)
-    source = getattr(full, "vision_model", full)
-    tower_prefix_model = getattr(tower, "vision_model", tower)
-    _load_state_dict_into(tower_prefix_model, source.state_dict(), f"low-res tower from {path}")
+    # e.g. SiglipVisionModel: its from_pretrained also reads the vision half of a full SigLIP / CLIP checkpoint
+    tower_class = type(AutoModel.from_config(vision_config))
+    tower = tower_class.from_pretrained(path, dtype=torch.float32)
     return vision_config, tower.state_dict()
 
 
@@ -252,6 +253,9 @@ def build_from_parts(
     if high_res_model is not None:
         high_res_config, high_res_state, downsampler_state = _high_res_parts(high_res_model)
         overrides["high_res_vision_config"] = high_res_config.to_dict()
+        if downsampler_state is not None:  # GOT's convs fix the channels (Vary: 256 → 512 → 1024)
+            overrides["high_res_downsample_channels"] = [
+                downsampler_state["conv1.weight"].shape[0], downsampler_state["conv2.weight"].shape[0]]
     vocab_size = max(language.config.vocab_size, len(tokenizer))
     config = build_config(
         preset, vocab_size=vocab_size, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
