@@ -147,6 +147,9 @@ def select_tile_grid(width: int, height: int, min_tiles: int, max_tiles: int, ti
     return best
 
 
+PER_CALL_IMAGE_OPTIONS = ("size", "high_res_size", "pad_to_square", "do_tiling", "min_tiles", "max_tiles")
+
+
 class OcrMllmImagesKwargs(ImagesKwargs, total=False):
     size: int
     high_res_size: int
@@ -255,6 +258,9 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         if not isinstance(images, (list, tuple)):
             images = [images]
         images = [image for item in images for image in (item if isinstance(item, (list, tuple)) else [item])]
+        unknown = set(kwargs) - set(PER_CALL_IMAGE_OPTIONS)
+        if unknown:
+            raise ValueError(f"Unknown image processor options {sorted(unknown)}; per-call options: {PER_CALL_IMAGE_OPTIONS}")
         low_views, high_views, counts = [], [], []
         for image in images:
             low, high = self.preprocess_one(image, **kwargs)
@@ -344,7 +350,7 @@ class OcrMllmProcessor(ProcessorMixin):
             OcrMllmProcessingKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
         text_kwargs = output_kwargs["text_kwargs"]
-        images_kwargs = {k: v for k, v in output_kwargs["images_kwargs"].items() if k in OcrMllmImagesKwargs.__annotations__}
+        images_kwargs = {k: v for k, v in output_kwargs["images_kwargs"].items() if k in PER_CALL_IMAGE_OPTIONS and v is not None}
         return_tensors = text_kwargs.pop("return_tensors", None)
         for unused in ("return_mm_token_type_ids", "return_text_replacement_offsets"):
             text_kwargs.pop(unused, None)

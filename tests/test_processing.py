@@ -84,6 +84,17 @@ def test_tiling_views_and_token_counts_match_model_features(processor, model):
         processor.image_processor.do_tiling = False
 
 
+def test_per_call_tiling_options(processor):
+    prompt = processor.apply_chat_template(_user("Read."), add_generation_prompt=True)
+    wide = Image.new("RGB", (900, 300), "white")
+    tiled = processor(images=[wide], text=[prompt], do_tiling=True, max_tiles=3, return_tensors="pt")
+    assert tiled["num_high_res_views"].tolist() == [4]  # 3x1 grid + global view
+    plain = processor(images=[wide], text=[prompt], return_tensors="pt")
+    assert plain["num_high_res_views"].tolist() == [1]
+    with pytest.raises(ValueError, match="Unknown image processor options"):
+        processor.image_processor([wide], do_resize=False)
+
+
 def test_chat_template_renders_images_and_system_prompt(processor):
     prompt = processor.apply_chat_template(_user("Read all the text in the image."), add_generation_prompt=True)
     assert prompt == (
