@@ -443,7 +443,11 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
         elif self.training and torch.is_grad_enabled():
             inputs_embeds = self._zero_image_contribution(inputs_embeds)
-        elif input_ids is not None and (input_ids == self.config.image_token_id).any():
+        elif (
+            input_ids is not None
+            and (cache is None or cache.get_seq_length() == 0)  # a prompt, not a decoding step
+            and (input_ids == self.config.image_token_id).any()
+        ):
             raise ValueError(
                 "The text contains image placeholder tokens but no pixel_values were given: pass the images to the "
                 "processor together with the text"

@@ -112,6 +112,7 @@ def default_generation_config(tokenizer) -> GenerationConfig:
     stop_ids = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(ENDOFTEXT)]
     return GenerationConfig(
         eos_token_id=stop_ids,
+        suppress_tokens=[tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)],  # the placeholder is never an answer
         pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
         bos_token_id=None,
         do_sample=False,
