@@ -67,6 +67,47 @@ PRESETS: dict[str, dict] = {
         "tokenizer_vocab_size": 512,
     },
     "original": {"tokenizer_vocab_size": None},
+    # CPU quickstart (scripts/quickstart.py): big enough to learn to read short synthetic lines in minutes on 2 cores.
+    # High-res view 256 px → SAM patch grid 16x16 → one stride-2 conv → 64 tokens; low-res view 112 px → 8x8 patches
+    # → 16 Resampler queries; 80 image tokens per image into a 4-layer, 256-wide LLM.
+    "quickstart": {
+        "text_config": {
+            "model_type": "qwen2",
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 1024,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+        },
+        "vision_config": {
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 112,
+            "patch_size": 14,
+            "position_embedding_grid_size": 8,
+        },
+        "high_res_vision_config": {
+            "model_type": "sam_vision_model",
+            "hidden_size": 128,
+            "output_channels": 128,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "mlp_dim": 512,
+            "image_size": 256,
+            "patch_size": 16,
+            "window_size": 8,
+            "global_attn_indexes": [2],
+        },
+        "high_res_downsample_channels": [256],
+        "resampler_num_queries": 16,
+        "resampler_num_heads": 4,
+        "tokenizer_vocab_size": 2048,
+    },
 }
 
 
@@ -120,18 +161,18 @@ def default_generation_config(tokenizer) -> GenerationConfig:
     )
 
 
-def save_model_folder(model, processor, output_dir: str | Path) -> Path:
-    """Write a complete trust_remote_code folder: safetensors weights, config (auto_map), generation config,
-    tokenizer + chat template, processor configs and the three code files."""
+def save_model_folder(model, processor, output_dir: str | Path, max_shard_size: str = "5GB") -> Path:
+    """Write a complete trust_remote_code folder: safetensors weights (sharded past `max_shard_size`), config
+    (auto_map), generation config, tokenizer + chat template, processor config and the three code files."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if model.generation_config is None or not _stops_on_im_end(model.generation_config, processor.tokenizer):
-        model.generation_config = default_generation_config(processor.tokenizer)
-    model.save_pretrained(output_dir)
+    model.generation_config = with_chat_stops(model.generation_config, processor.tokenizer)
+    model.save_pretrained(output_dir, max_shard_size=max_shard_size)
     processor.save_pretrained(output_dir)
     missing = [
         name
-        for name in ("configuration_ocr_mllm.py", "modeling_ocr_mllm.py", "processing_ocr_mllm.py", "config.json")
+        for name in ("configuration_ocr_mllm.py", "modeling_ocr_mllm.py", "processing_ocr_mllm.py", "config.json",
+                     "generation_config.json", "processor_config.json")
         if not (output_dir / name).exists()
     ]
     if missing:
@@ -139,10 +180,19 @@ def save_model_folder(model, processor, output_dir: str | Path) -> Path:
     return output_dir
 
 
-def _stops_on_im_end(generation_config, tokenizer) -> bool:
-    eos = generation_config.eos_token_id
-    eos = eos if isinstance(eos, list) else [eos]
-    return tokenizer.convert_tokens_to_ids(IM_END) in eos
+def with_chat_stops(generation_config, tokenizer) -> GenerationConfig:
+    """The given generation config (or our default) made to stop on <|im_end|> and <|endoftext|>, pad with
+    <|endoftext|> and never emit the image placeholder; the caller's other settings are kept."""
+    default = default_generation_config(tokenizer)
+    if generation_config is None:
+        return default
+    merged = copy.deepcopy(generation_config)
+    eos = merged.eos_token_id if isinstance(merged.eos_token_id, list) else [merged.eos_token_id]
+    merged.eos_token_id = list(dict.fromkeys([e for e in eos if e is not None] + default.eos_token_id))
+    if merged.pad_token_id is None:
+        merged.pad_token_id = default.pad_token_id
+    merged.suppress_tokens = list(dict.fromkeys((merged.suppress_tokens or []) + default.suppress_tokens))
+    return merged
 
 
 def _add_image_token(tokenizer):
