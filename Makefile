@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # pip must never swap the CPU torch for a multi-GB CUDA build: every install runs under this constraint.
 PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,deepspeed,demo,eval,bench,dev
+EXTRAS ?= train,deepspeed,convert,demo,eval,bench,dev
 APT_PACKAGES := fonts-noto-cjk fonts-dejavu fonts-wqy-zenhei tesseract-ocr tesseract-ocr-eng \
                 tesseract-ocr-chi-sim tesseract-ocr-chi-tra chromium
 STAMPS := .stamps
