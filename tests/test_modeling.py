@@ -186,7 +186,7 @@ def test_gradient_checkpointing_gives_same_gradients(tiny_model_dir):
     for checkpointing in (False, True):
         model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, trust_remote_code=True).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model(**inputs, labels=inputs["input_ids"]).loss.backward()
         grads.append(model.model.vision_tower.patch_embedding.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
