@@ -187,6 +187,8 @@ def test_gradient_checkpointing_gives_same_gradients(tiny_model_dir):
         model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, trust_remote_code=True).train()
         if checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.model.vision_tower.layers[0].gradient_checkpointing  # our ViT layers checkpoint too
+            assert model.model.high_res_vision_tower.layers[0].gradient_checkpointing
         model(**inputs, labels=inputs["input_ids"]).loss.backward()
         grads.append(model.model.vision_tower.patch_embedding.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
