@@ -121,6 +121,12 @@ class OcrMllmConfig(PreTrainedConfig):
                 raise ValueError(f"Unknown vision_config.model_type {vision_type!r}")
         if self.text_config is None:
             self.text_config = _qwen14b_text_config()
+        # SamVisionConfig's default initializer_range (1e-10) suits loading pretrained SAM weights only: a tower built
+        # from scratch with it starts dead (outputs ~1e-20, no gradient). Use ours unless one is given.
+        if self.high_res_vision_config is None:
+            self.high_res_vision_config = {"initializer_range": self.initializer_range}
+        elif isinstance(self.high_res_vision_config, dict):
+            self.high_res_vision_config = {"initializer_range": self.initializer_range, **self.high_res_vision_config}
         self.high_res_downsample_channels = list(self.high_res_downsample_channels)
         super().__post_init__(**kwargs)
         auto_map = dict(getattr(self, "auto_map", None) or {})

@@ -230,3 +230,14 @@ def test_linear_projector_and_clip_tower():
     assert [name for name, _ in model.model.high_res_projector.layers.named_children()] == ["0"]
     features = model.get_image_features(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64))
     assert [tuple(f.shape) for f in features] == [(1 + 4, 32)] * 2  # 64/16=4 → 1x1 after two convs, + 4 queries
+
+
+def test_high_res_tower_built_from_scratch_is_not_dead():
+    """SamVisionConfig's own initializer_range (1e-10) would leave a from-scratch SAM tower without signal."""
+    from ocr_mllm.building import build_config
+
+    model = OcrMllmForConditionalGeneration(build_config("tiny", vocab_size=64, image_token_id=63))
+    qkv = model.model.high_res_vision_tower.layers[0].attn.qkv.weight
+    assert 0.01 < qkv.std().item() < 0.03
+    features = model.model.get_high_res_image_features(torch.randn(1, 3, 128, 128))
+    assert features.std().item() > 1e-3
