@@ -240,4 +240,4 @@ def test_high_res_tower_built_from_scratch_is_not_dead():
     qkv = model.model.high_res_vision_tower.layers[0].attn.qkv.weight
     assert 0.01 < qkv.std().item() < 0.03
     features = model.model.get_high_res_image_features(torch.randn(1, 3, 128, 128))
-    assert features.std().item() > 1e-3
+    assert features.std().item() > 1e-5  # with SAM's 1e-10 init it is ~1e-20
