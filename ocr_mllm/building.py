@@ -102,6 +102,9 @@ PRESETS: dict[str, dict] = {
             "patch_size": 16,
             "window_size": 8,
             "global_attn_indexes": [2],
+            # SamVisionConfig's default (1e-10) is meant for loading pretrained SAM weights; trained from scratch
+            # the tower would start dead (outputs ~1e-20, no gradient)
+            "initializer_range": 0.02,
         },
         "high_res_downsample_channels": [256],
         "resampler_num_queries": 16,

@@ -1,0 +1,257 @@
+"""The two training stages on TRL's `SFTTrainer` with our collator (used by train_pretrain.py / train_sft.py and the
+quickstart).
+
+    stage "pretrain": plain template, Resampler + high-res projector trained, everything else frozen
+    stage "sft":      chat template, assistant-only loss; full fine-tuning or LoRA / QLoRA
+
+Runs the same under ``python``, ``accelerate launch`` (DDP, DeepSpeed ZeRO-2/3) and ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .arguments import DataArguments, ModelArguments, OcrMllmTrainingConfig, PretrainConfig, SftConfig
+from .callbacks import TrainableParametersCallback
+from .collator import OcrMllmDataCollator, filter_long_records
+from .data import load_datasets
+from .freezing import apply_freeze_plan, format_parameter_summary, parameter_summary, stage_plan
+from .save import push_folder, save_final_model
+
+logger = logging.getLogger("ocr_mllm.training")
+
+STAGE_CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}
+STAGE_TEMPLATES = {"pretrain": "plain", "sft": "chat"}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_stage_args(stage: str, argv: list[str] | None = None):
+    """(ModelArguments, DataArguments, config) from the command line and an optional ``--config recipe.yaml``."""
+    from trl import TrlParser
+
+    parser = TrlParser((ModelArguments, DataArguments, STAGE_CONFIGS[stage]))
+    return parser.parse_args_and_config(args=argv)
+
+
+def _check_quantization(model_args: ModelArguments):
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return None
+    if not model_args.use_peft:
+        raise ValueError("--load_in_4bit / --load_in_8bit train adapters only: add --use_peft (QLoRA)")
+    if not torch.cuda.is_available():
+        raise RuntimeError("QLoRA (--load_in_4bit / --load_in_8bit) needs a CUDA GPU: bitsandbytes kernels do not run "
+                           "on this machine. Use plain LoRA (--use_peft) or full fine-tuning on CPU.")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError("QLoRA needs bitsandbytes: pip install bitsandbytes") from err
+    from transformers import BitsAndBytesConfig
+
+    skip = ["vision_tower", "high_res_vision_tower", "resampler", "high_res_downsampler", "high_res_projector", "lm_head"]
+    if model_args.load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmTrainingConfig):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (a model folder from scripts/build_model.py or stage 1)")
+    dtype = model_args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if training_args.bf16 and not _is_deepspeed(training_args) else "float32"
+    kwargs = {"trust_remote_code": True, "dtype": _DTYPES[dtype], "revision": model_args.model_revision}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quantization = _check_quantization(model_args)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **kwargs)
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path, trust_remote_code=True, revision=model_args.model_revision
+    )
+    model.config.use_cache = False
+    if hasattr(model.config, "text_config"):
+        model.config.text_config.use_cache = False
+    return model, processor
+
+
+def _is_deepspeed(training_args) -> bool:
+    return bool(getattr(training_args, "deepspeed", None)) or getattr(training_args, "deepspeed_plugin", None) is not None
+
+
+def lora_config(model, model_args: ModelArguments, plan):
+    """LoRA on the LLM's linear layers; the trained vision-side modules go to `modules_to_save`."""
+    from peft import LoraConfig
+
+    names = model_args.lora_target_modules
+    if not names:
+        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.model.language_model.named_modules()
+                        if isinstance(module, torch.nn.Linear)})
+    target = r"model\.language_model\..*\.(" + "|".join(names) + r")"
+    modules_to_save = ["resampler", "high_res_projector"]
+    if plan.high_res_downsampler:
+        modules_to_save.append("high_res_downsampler")
+    if plan.vision_tower:
+        modules_to_save.append("vision_tower")
+    if plan.high_res_vision_tower:
+        modules_to_save.append("high_res_vision_tower")
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        bias="none",
+        task_type="CAUSAL_LM",
+        target_modules=target,
+        modules_to_save=modules_to_save,
+    )
+
+
+@dataclass
+class TrainingResult:
+    output_dir: str
+    log_history: list
+    global_step: int
+    parameter_summary: dict
+    skipped_records: dict
+
+
+def run_stage(
+    stage: str,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: OcrMllmTrainingConfig,
+    train_dataset=None,
+    eval_dataset=None,
+    callbacks=None,
+    save_final: bool = True,
+) -> TrainingResult:
+    """Build the model for `stage`, train it with SFTTrainer + our collator, save a complete folder (or adapter)."""
+    from trl import SFTTrainer
+
+    if stage not in STAGE_CONFIGS:
+        raise ValueError(f"stage must be one of {sorted(STAGE_CONFIGS)}")
+    if model_args.use_peft and stage == "pretrain":
+        raise ValueError("LoRA is for stage 2 (train_sft.py); stage 1 trains the Resampler and projector in full")
+    push_to_hub, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
+    training_args.push_to_hub = False  # we push exactly the final folder ourselves, not the checkpoints
+    training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+    model, processor = load_model_and_processor(model_args, training_args)
+    plan = stage_plan(
+        stage,
+        train_downsampler=model_args.train_downsampler,
+        unfreeze_vision_tower=model_args.unfreeze_vision_tower,
+        unfreeze_high_res_vision_tower=model_args.unfreeze_high_res_vision_tower,
+        train_language_model=not model_args.use_peft,
+    )
+    apply_freeze_plan(model, plan)
+    peft_config = lora_config(model, model_args, plan) if model_args.use_peft else None
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+        apply_freeze_plan(model, plan)
+
+    collator = OcrMllmDataCollator(
+        processor,
+        template=data_args.template or STAGE_TEMPLATES[stage],
+        max_length=training_args.max_length,
+        pad_to_multiple_of=training_args.pad_to_multiple_of if isinstance(training_args.pad_to_multiple_of, int) else None,
+    )
+    if train_dataset is None:
+        train_dataset = load_datasets(data_args.dataset, data_args.image_root, data_args.dataset_split)
+    if train_dataset is None:
+        raise ValueError("No training data: pass --dataset")
+    if eval_dataset is None and data_args.eval_dataset:
+        eval_dataset = load_datasets(data_args.eval_dataset, data_args.image_root, data_args.eval_split)
+    if data_args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
+    if data_args.filter_long_records:
+        train_dataset = filter_long_records(train_dataset, collator, num_proc=training_args.dataset_num_proc, log=logger)
+        if eval_dataset is not None:
+            eval_dataset = filter_long_records(eval_dataset, collator, log=logger)
+
+    summary_callback = TrainableParametersCallback(printer=_print_main)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+        callbacks=[summary_callback, *(callbacks or [])],
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint in ("True", "true", "last"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    if save_final:
+        save_final_model(trainer, processor, training_args.output_dir)
+        if push_to_hub and trainer.accelerator.is_main_process:
+            repo_id = hub_model_id or Path(training_args.output_dir).name
+            url = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
+                              private=training_args.hub_private_repo)
+            logger.info("Pushed %s to %s", training_args.output_dir, url)
+    result = TrainingResult(
+        output_dir=str(training_args.output_dir),
+        log_history=list(trainer.state.log_history),
+        global_step=trainer.state.global_step,
+        parameter_summary=summary_callback.summary or parameter_summary(trainer.model),
+        skipped_records=dict(collator.skipped),
+    )
+    del trainer, model
+    gc.collect()
+    return result
+
+
+def _print_main(text: str):
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, flush=True)
+
+
+def finish_distributed():
+    """Tear the process group down before interpreter shutdown (avoids gloo's exit-time SIGABRT, environment.md §2)."""
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def main(stage: str, argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    repo_root = Path(__file__).resolve().parents[2]
+    if str(repo_root) not in sys.path:
+        sys.path.insert(0, str(repo_root))
+    model_args, data_args, training_args = parse_stage_args(stage, argv)
+    try:
+        result = run_stage(stage, model_args, data_args, training_args)
+        _print_main(f"done: {result.global_step} steps, model in {result.output_dir}")
+    finally:
+        finish_distributed()
+    return 0
+
+
+__all__ = ["run_stage", "parse_stage_args", "main", "format_parameter_summary", "TrainingResult"]
