@@ -49,22 +49,14 @@ QUICKSTART = REPO / "out" / "quickstart"
 # metrics
 # --------------------------------------------------------------------------------------------------------------------
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (rapidfuzz's C implementation when installed, else a two-row DP)."""
+    """Levenshtein distance (rapidfuzz's C implementation when installed, else ours)."""
     try:
         from rapidfuzz.distance import Levenshtein
-
-        return Levenshtein.distance(a, b)
     except ImportError:
-        pass
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+        from ocr_mllm.text_metrics import levenshtein
+
+        return levenshtein(a, b)
+    return Levenshtein.distance(a, b)
 
 
 def _is_cjk(char: str) -> bool:

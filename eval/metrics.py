@@ -14,6 +14,7 @@ Sources of the rules (re-implemented, not copied):
 
 from __future__ import annotations
 
+from ocr_mllm.text_metrics import levenshtein  # noqa: F401  (re-exported: eval.metrics.levenshtein)
 import re
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
@@ -246,21 +247,6 @@ def ocrbench_match(prediction: str, answers: str | Sequence[str], dataset_name: 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insert/delete/substitute, unit costs)."""
-    if a == b:
-        return 0
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def _anls_norm(s: str) -> str:

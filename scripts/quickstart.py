@@ -134,18 +134,11 @@ def build_base_model(out: Path, tokenizer, seed: int) -> Path:
 # --------------------------------------------------------------------------------------------------------------------
 # metrics
 # --------------------------------------------------------------------------------------------------------------------
-def levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def evaluate(model_dir: Path, records: list[dict], data_dir: Path, batch_size: int = 32) -> tuple[dict, list]:
     from ocr_mllm.inference import generate_batch, load_model_and_processor
+    from ocr_mllm.text_metrics import levenshtein
 
     model, processor = load_model_and_processor(str(model_dir), device="cpu", dtype="float32")
     rows = []
