@@ -145,7 +145,7 @@ def test_heldout_redrawn_until_disjoint(monkeypatch):
     """Force collisions (held-out lines drawn from the *training* word pool, very short lines): held-out samples must
     be re-drawn until none of their lines occurs in training."""
     real = S._text_source
-    monkeypatch.setattr(S, "_text_source", lambda lang, pool: real(lang, "train"))
+    monkeypatch.setattr(S, "_text_source", lambda lang, pool, cjk_characters=None: real(lang, "train", cjk_characters))
     cfg = S.GeneratorConfig(num_samples=300, seed=0, tasks=("line",), languages=("en", "zh-Hans"), max_chars=4,
                             heldout_fraction=0.3, augment="none")
     specs = list(S.iter_specs(cfg))
@@ -155,6 +155,31 @@ def test_heldout_redrawn_until_disjoint(monkeypatch):
     assert sum(s.attempt > 0 for s in heldout) >= 5  # collisions did happen and were re-drawn
     assert not {s.text for s in heldout} & train
     assert all(len(t) <= 4 for t in train | {s.text for s in heldout})
+
+
+def test_cjk_character_limit():
+    """cjk_characters=N: Chinese lines are written with the N most frequent characters (plus the few fixed template
+    words: receipt keys, surnames, street suffixes), in both scripts, and the held-out split stays disjoint."""
+    from ocr_mllm.data.text_sources import ZH_MIXED_FIELDS, ZH_STREET, ZH_SURNAMES, _opencc, frequent_chinese_characters
+
+    allowed = frequent_chinese_characters(300)
+    assert len(allowed) == 300 and {"的", "是", "中"} <= allowed
+    templates = set("".join(k for k, _, _ in ZH_MIXED_FIELDS) + ZH_SURNAMES + "".join(ZH_STREET) + "号")
+    cfg = S.GeneratorConfig(num_samples=160, seed=5, tasks=("line",), languages=("zh-Hans", "zh-Hant"), max_chars=12,
+                            heldout_fraction=0.25, augment="none", cjk_characters=300)
+    specs = list(S.iter_specs(cfg))
+    t2s = _opencc("t2s")
+    cjk_seen = set()
+    for spec in specs:
+        text = spec.text if spec.language == "zh-Hans" else t2s.convert(spec.text)
+        cjk = {c for c in text if "\u4e00" <= c <= "\u9fff"}
+        assert cjk <= allowed | templates, (spec.language, spec.text, cjk - allowed - templates)
+        cjk_seen |= cjk
+    assert len(cjk_seen & allowed) > 100  # the set is really used, not a handful of characters
+    train = {s.text for s in specs if s.split == "train"}
+    assert not {s.text for s in specs if s.split == "heldout"} & train
+    with pytest.raises(ValueError, match="cjk_characters"):
+        S.GeneratorConfig(cjk_characters=10).validate()
 
 
 def test_text_is_visible_in_every_text_box():

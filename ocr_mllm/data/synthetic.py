@@ -172,6 +172,7 @@ class GeneratorConfig:
     image_size: int = 512
     augment: str = "full"
     prompts: str = "varied"
+    cjk_characters: Optional[int] = None  # Chinese text from the N most frequent characters only (None: all common)
 
     def validate(self) -> "GeneratorConfig":
         self.languages = tuple(self.languages)
@@ -196,6 +197,8 @@ class GeneratorConfig:
             raise ValueError(f"augment must be one of {AUGMENT_LEVELS}")
         if self.prompts not in ("varied", "fixed"):
             raise ValueError("prompts must be 'varied' or 'fixed'")
+        if self.cjk_characters is not None and self.cjk_characters < 100:
+            raise ValueError("cjk_characters must be >= 100 (fewer leave too few words to draw from)")
         return self
 
     def split_sizes(self) -> Dict[str, int]:
@@ -245,10 +248,10 @@ def _language_faces(language: str) -> Tuple[FontFace, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _text_source(language: str, pool: str) -> TextSource:
+def _text_source(language: str, pool: str, cjk_characters: Optional[int] = None) -> TextSource:
     faces = _language_faces(language)
     cps = common_codepoints(faces) if language != "en" else None
-    return TextSource(language, pool, codepoints=cps)
+    return TextSource(language, pool, codepoints=cps, cjk_characters=cjk_characters)
 
 
 class _Ctx:
@@ -257,7 +260,7 @@ class _Ctx:
         self.rng = rng
         self.lang = language
         self.zh = language != "en"
-        self.src = _text_source(language, "train" if split == "train" else "heldout")
+        self.src = _text_source(language, "train" if split == "train" else "heldout", cfg.cjk_characters)
         self.faces = _language_faces(language)
         self.min_size = 14 if self.zh else 12
         # Questions are asked in the image's language; Chinese images get an English question 20% of the time
@@ -1153,6 +1156,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="base image size in pixels (page width; maximum line width)")
     p.add_argument("--augment", choices=AUGMENT_LEVELS, default="full", help="augmentation strength")
     p.add_argument("--prompts", choices=("varied", "fixed"), default="varied", help="question phrasing")
+    p.add_argument("--cjk-characters", type=int, default=None,
+                   help="Chinese words from the N most frequent characters only (default: all common characters)")
     p.add_argument("--no-hf", action="store_true", help="do not write the HF dataset under OUTPUT/hf")
     p.add_argument("--overwrite", action="store_true", help="replace outputs in OUTPUT not written by this generator")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -1173,6 +1178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         image_size=args.image_size,
         augment=args.augment,
         prompts=args.prompts,
+        cjk_characters=args.cjk_characters,
     )
     try:
         cfg.validate()

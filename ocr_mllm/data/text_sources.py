@@ -107,8 +107,27 @@ def simplified_chinese_words() -> Tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def vocabulary(language: str, codepoints: Optional[FrozenSet[int]] = None) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """(train pool, held-out pool) of words for ``language``, keeping words every face can render."""
+def frequent_chinese_characters(n: int) -> FrozenSet[str]:
+    """The ``n`` most frequent Simplified Chinese characters: each character scores the summed wordfreq frequency of
+    the words it occurs in."""
+    import wordfreq
+
+    score: dict = {}
+    for word in wordfreq.top_n_list("zh", ZH_WORDFREQ_SIZE):
+        if _CJK_WORD.fullmatch(word):
+            frequency = wordfreq.word_frequency(word, "zh")
+            for char in word:
+                score[char] = score.get(char, 0.0) + frequency
+    return frozenset(sorted(score, key=lambda c: (-score[c], c))[:n])
+
+
+@functools.lru_cache(maxsize=None)
+def vocabulary(
+    language: str, codepoints: Optional[FrozenSet[int]] = None, cjk_characters: Optional[int] = None
+) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(train pool, held-out pool) of words for ``language``, keeping words every face can render and — with
+    ``cjk_characters`` — Chinese words made of the ``cjk_characters`` most frequent characters only (a small character
+    set a short training run can learn; Traditional words are kept when their Simplified form qualifies)."""
     if language == "en":
         pairs = [(w, w) for w in english_words()]
     elif language == "zh-Hans":
@@ -117,9 +136,12 @@ def vocabulary(language: str, codepoints: Optional[FrozenSet[int]] = None) -> Tu
         pairs = [(w, to_traditional(w)) for w in simplified_chinese_words()]
     else:
         raise ValueError(f"unknown language {language!r}; expected one of {LANGUAGES}")
+    allowed = frequent_chinese_characters(cjk_characters) if cjk_characters and language != "en" else None
     train, heldout = [], []
     for key, word in pairs:
         if codepoints is not None and not all(ord(c) in codepoints for c in word):
+            continue
+        if allowed is not None and not all(c in allowed for c in key):
             continue
         (heldout if in_heldout_pool(key) else train).append(word)
     train = list(dict.fromkeys(train))
@@ -173,14 +195,20 @@ def fill_pattern(rng: random.Random, pattern: str) -> str:
 class TextSource:
     """Random text for one language, drawn from one word pool ("train" or "heldout")."""
 
-    def __init__(self, language: str, pool: str = "train", codepoints: Optional[FrozenSet[int]] = None):
+    def __init__(
+        self,
+        language: str,
+        pool: str = "train",
+        codepoints: Optional[FrozenSet[int]] = None,
+        cjk_characters: Optional[int] = None,
+    ):
         if language not in LANGUAGES:
             raise ValueError(f"unknown language {language!r}; expected one of {LANGUAGES}")
         if pool not in ("train", "heldout"):
             raise ValueError(f"pool must be 'train' or 'heldout', got {pool!r}")
         self.language = language
         self.pool = pool
-        train, heldout = vocabulary(language, codepoints)
+        train, heldout = vocabulary(language, codepoints, cjk_characters)
         self.words: Sequence[str] = train if pool == "train" else heldout
         self.is_zh = language != "en"
 
