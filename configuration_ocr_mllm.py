@@ -82,6 +82,12 @@ class OcrMllmConfig(PreTrainedConfig):
         resampler_num_heads: heads of the Resampler's cross-attention (default: text hidden size // 128).
         low_res_feature_select_strategy: `full` keeps every token of the low-res tower, `default` drops a leading
             CLS token (CLIP).
+        standardize_image_features: standardise every image token (both views) with batch statistics — running
+            averages at inference, like `BatchNorm1d` without an affine part — before they enter the LLM. For models
+            whose encoders and LLM start from random weights (the CPU quickstart): random towers give every token of an
+            image nearly the same vector (the blank background dominates), and a random LLM takes thousands of steps
+            to look past it; standardised, it starts reading within hundreds. Off for the original architecture and
+            pretrained parts.
         image_token / image_token_id: the placeholder the processor expands and the model fills with image features.
     """
 
@@ -102,6 +108,7 @@ class OcrMllmConfig(PreTrainedConfig):
     resampler_num_heads: int | None = None
     resampler_layer_norm_eps: float = 1e-6
     low_res_feature_select_strategy: str = "full"
+    standardize_image_features: bool = False
     image_token: str = "<image>"
     image_token_id: int = 151851
     initializer_range: float = 0.02

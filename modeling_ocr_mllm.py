@@ -323,6 +323,9 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         self.high_res_projector = OcrMllmHighResProjector(
             config.high_res_projector_type, config.high_res_downsample_channels[-1], text_hidden
         )
+        self.image_feature_norm = (
+            nn.BatchNorm1d(text_hidden, affine=False) if config.standardize_image_features else None
+        )
 
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
@@ -373,8 +376,17 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
             )
         low = self.get_low_res_image_features(pixel_values)  # (images, 256, D)
         high = self.get_high_res_image_features(high_res_pixel_values)  # (views, 256, D)
+        if self.image_feature_norm is not None:
+            low, high = self.standardize_image_features(low, high)
         high_per_image = torch.split(high, num_high_res_views, dim=0)
         return [torch.cat([views.flatten(0, 1), low[i]], dim=0) for i, views in enumerate(high_per_image)]
+
+    def standardize_image_features(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero mean, unit variance per channel over every image token of the batch (running statistics in eval)."""
+        tokens = torch.cat([high.flatten(0, 1), low.flatten(0, 1)])  # (views × 256 + images × 256, D)
+        tokens = self.image_feature_norm(tokens.float()).to(tokens.dtype)
+        high_tokens, low_tokens = tokens.split([high.shape[0] * high.shape[1], low.shape[0] * low.shape[1]])
+        return low_tokens.view_as(low), high_tokens.view_as(high)
 
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
@@ -406,8 +418,9 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         high_res_size = self.config.high_res_vision_config.image_size
         blank = inputs_embeds.new_zeros(1, 3, vision_size, vision_size)
         blank_high_res = inputs_embeds.new_zeros(1, 3, high_res_size, high_res_size)
-        features = self.get_image_features(blank, blank_high_res)[0]
-        return inputs_embeds + 0.0 * features.to(inputs_embeds.dtype).sum()
+        # the stages directly, not get_image_features: a blank image must not move the running feature statistics
+        features = self.get_low_res_image_features(blank).sum() + self.get_high_res_image_features(blank_high_res).sum()
+        return inputs_embeds + 0.0 * features.to(inputs_embeds.dtype)
 
     def forward(
         self,

@@ -67,9 +67,10 @@ PRESETS: dict[str, dict] = {
         "tokenizer_vocab_size": 512,
     },
     "original": {"tokenizer_vocab_size": None},
-    # CPU quickstart (scripts/quickstart.py): big enough to learn to read short synthetic lines in minutes on 2 cores.
-    # High-res view 256 px → SAM patch grid 16x16 → one stride-2 conv → 64 tokens; low-res view 112 px → 8x8 patches
-    # → 16 Resampler queries; 80 image tokens per image into a 4-layer, 256-wide LLM.
+    # CPU quickstart (scripts/quickstart.py): small enough for hundreds of steps in minutes on 2 cores.
+    # High-res view 256 px → SAM patch grid 16x16 → two stride-2 convs (as in the original) → 4x4 = 16 tokens; low-res
+    # view 112 px → 8x8 patches → 16 Resampler queries; 32 image tokens per image into a 4-layer, 256-wide LLM.
+    # Image features are standardised (see OcrMllmConfig.standardize_image_features): everything starts random here.
     "quickstart": {
         "text_config": {
             "model_type": "qwen2",
@@ -106,7 +107,8 @@ PRESETS: dict[str, dict] = {
             # the tower would start dead (outputs ~1e-20, no gradient)
             "initializer_range": 0.02,
         },
-        "high_res_downsample_channels": [256],
+        "high_res_downsample_channels": [256, 256],
+        "standardize_image_features": True,
         "resampler_num_queries": 16,
         "resampler_num_heads": 4,
         "tokenizer_vocab_size": 2048,

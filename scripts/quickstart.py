@@ -271,7 +271,7 @@ def main(argv=None):
                              "nothing to align to, and a strong stage 1 teaches the projectors a constant that drowns "
                              "the image content")
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--max-chars", type=int, default=12)
+    parser.add_argument("--max-chars", type=int, default=8, help="longest line (characters)")
     parser.add_argument("--augment", default="none", choices=["none", "light", "full"])
     parser.add_argument("--cjk-characters", type=int, default=300,
                         help="Chinese lines use the N most frequent characters (0: every common character; then most of "

@@ -241,3 +241,50 @@ def test_high_res_tower_built_from_scratch_is_not_dead():
     assert 0.01 < qkv.std().item() < 0.03
     features = model.model.get_high_res_image_features(torch.randn(1, 3, 128, 128))
     assert features.std().item() > 1e-5  # with SAM's 1e-10 init it is ~1e-20
+
+
+def test_standardized_image_features(tmp_path):
+    """standardize_image_features: batch statistics in training (every channel zero mean, unit variance over the batch's
+    image tokens), running statistics in eval, untouched by the blank image of a text-only step, saved with the
+    weights; off by default (no extra module or state-dict key, so original checkpoints convert unchanged)."""
+    from transformers import AutoModelForImageTextToText
+
+    from ocr_mllm.building import build_config, build_tiny_folder
+
+    default = OcrMllmForConditionalGeneration(build_config("tiny", 64, 63))
+    assert default.model.image_feature_norm is None
+    assert not any("image_feature_norm" in key for key in default.state_dict())
+
+    folder = build_tiny_folder(tmp_path / "model", seed=0, standardize_image_features=True)
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
+    norm = model.model.image_feature_norm
+    torch.manual_seed(0)
+    pixels, high_res = torch.randn(3, 3, 56, 56), torch.randn(3, 3, 128, 128)
+    model.train()
+    features = torch.cat(model.get_image_features(pixels, high_res))  # (3 × tokens, D)
+    assert torch.allclose(features.mean(0), torch.zeros(features.shape[1]), atol=1e-4)
+    assert torch.allclose(features.var(0, unbiased=False), torch.ones(features.shape[1]), atol=1e-2)
+    assert norm.num_batches_tracked.item() == 1
+    before = norm.running_mean.clone()
+    assert not torch.equal(before, torch.zeros_like(before))
+
+    # a text-only training step runs the towers on a blank image (×0) without moving the statistics
+    ids = torch.tensor([[1, 2, 3, 4]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert norm.num_batches_tracked.item() == 1 and torch.equal(norm.running_mean, before)
+
+    model.eval()
+    raw_low = model.model.get_low_res_image_features(pixels[:1])
+    raw_high = model.model.get_high_res_image_features(high_res[:1])
+    expected = (torch.cat([raw_high.flatten(0, 1), raw_low.flatten(0, 1)]) - norm.running_mean) / torch.sqrt(
+        norm.running_var + norm.eps
+    )
+    with torch.no_grad():
+        got = model.get_image_features(pixels[:1], high_res[:1])[0]
+    assert torch.allclose(got, expected, atol=1e-5)
+
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "saved", trust_remote_code=True).eval()
+    assert torch.equal(reloaded.model.image_feature_norm.running_mean, norm.running_mean)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.get_image_features(pixels[:1], high_res[:1])[0], got)
