@@ -384,7 +384,8 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
     def standardize_image_features(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero mean, unit variance per channel over every image token of the batch (running statistics in eval)."""
         tokens = torch.cat([high.flatten(0, 1), low.flatten(0, 1)])  # (views × 256 + images × 256, D)
-        tokens = self.image_feature_norm(tokens.float()).to(tokens.dtype)
+        statistics_dtype = self.image_feature_norm.running_mean.dtype  # float32 unless the model was cast
+        tokens = self.image_feature_norm(tokens.to(statistics_dtype)).to(tokens.dtype)
         high_tokens, low_tokens = tokens.split([high.shape[0] * high.shape[1], low.shape[0] * low.shape[1]])
         return low_tokens.view_as(low), high_tokens.view_as(high)
 

@@ -221,6 +221,9 @@ def build_tiny_folder(output_dir: str | Path, seed: int = 0, tokenizer=None, pre
     config = build_config(
         preset, vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
     )
+    # the tokenizer's ids, so trainers need not "align" the config (TRL warns when it does)
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    config.text_config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
     model = OcrMllmForConditionalGeneration(config)
     processor = build_processor(tokenizer, config)

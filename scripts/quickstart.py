@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU quickstart: train a small OCR-MLLM from scratch that really reads short synthetic text lines.
+"""CPU quickstart: train a small OCR-MLLM from scratch on short synthetic text lines and measure how well it reads.
 
     synthetic lines (en, zh-Hans, zh-Hant; train + held-out words never seen in training)
     → a tokenizer trained on that corpus (ChatML specials, one token per character for the answers)
@@ -8,8 +8,8 @@
     → stage 2 (chat template; LLM, Resampler, projector, downsampler trained; --train-towers for the encoders too)
     → exact match and CER per language on the held-out split, one streamed answer, results.json
 
-    python scripts/quickstart.py --output out/quickstart                # ~12 minutes on 2 CPU cores
-    python scripts/quickstart.py --output out/qs-long --minutes 60      # longer training, lower CER
+    python scripts/quickstart.py --output out/quickstart                # ~9 minutes on 2 idle CPU cores
+    python scripts/quickstart.py --output out/qs-long --minutes 30      # a longer training budget
 """
 
 from __future__ import annotations

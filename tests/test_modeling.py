@@ -288,3 +288,8 @@ def test_standardized_image_features(tmp_path):
     assert torch.equal(reloaded.model.image_feature_norm.running_mean, norm.running_mean)
     with torch.no_grad():
         assert torch.allclose(reloaded.get_image_features(pixels[:1], high_res[:1])[0], got)
+    # a model cast to bf16 (statistics included) still standardises, close to float32
+    reloaded.to(torch.bfloat16)
+    with torch.no_grad():
+        half = reloaded.get_image_features(pixels[:1].bfloat16(), high_res[:1].bfloat16())[0]
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), got, atol=0.1, rtol=0.05)
