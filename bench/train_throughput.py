@@ -28,7 +28,7 @@ from bench.common import RESULTS_DIR, figure, grouped_bars, log, machine_info, w
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-# "small": a 4x wider / 2x deeper LLM and larger towers than "quickstart", same image sizes
+# "small": a 512-wide, 8-layer LLM and larger towers than "quickstart", same image sizes
 SMALL_OVERRIDES = {
     "text_config": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
                     "num_key_value_heads": 4},
