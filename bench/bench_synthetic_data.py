@@ -24,19 +24,14 @@ sys.path.insert(0, ROOT)
 
 from ocr_mllm.data import synthetic  # noqa: E402
 from ocr_mllm.data.synthetic import GeneratorConfig, generate_dataset  # noqa: E402
+from ocr_mllm.text_metrics import levenshtein  # noqa: E402
 
 TESS_LANG = {"en": "eng", "zh-Hans": "chi_sim", "zh-Hant": "chi_tra"}
 
 
 def _cer(ref: str, hyp: str) -> float:
     ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
-    prev = list(range(len(hyp) + 1))
-    for i, a in enumerate(ref, 1):
-        cur = [i]
-        for j, b in enumerate(hyp, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b)))
-        prev = cur
-    return prev[-1] / max(1, len(ref))
+    return levenshtein(ref, hyp) / max(1, len(ref))
 
 
 def tesseract_check(out_dir: str, n: int) -> dict:
