@@ -212,7 +212,9 @@ def train_stage(stage: str, model_path: Path, output: Path, dataset, steps: int 
         data_seed=seed,
         use_cpu=True,
         bf16=False,
-        disable_tqdm=False,
+        # a time-budgeted run has no step count for a progress bar: print the log lines instead, each with the time
+        # used of the budget (TimeBudgetCallback)
+        disable_tqdm=not steps,
         dataloader_num_workers=0,
     )
     model_args = ModelArguments(

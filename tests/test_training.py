@@ -381,3 +381,27 @@ def test_train_throughput_bench_smoke(tmp_path):
     result = payload["results"][0]
     assert result["tokens_per_second"] > 0 and 0 < result["mfu"] < 1.5 and result["flops_per_step"] > 0
     assert (tmp_path / "train_throughput.json").exists() and (tmp_path / "train_throughput.png").exists()
+
+
+def test_time_budget_callback_schedules_over_time_stops_and_reports_progress(monkeypatch):
+    from transformers import TrainerControl, TrainerState
+
+    from ocr_mllm.training import callbacks
+
+    clock = [100.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    budget = callbacks.TimeBudgetCallback(60, time_schedule=True, warmup_steps=2)
+    model = torch.nn.Linear(2, 2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1.0), lambda step: 1.0)
+    state, control = TrainerState(), TrainerControl()
+    budget.on_train_begin(None, state, control, lr_scheduler=scheduler)
+    assert budget.factor(0) == pytest.approx(0.5)  # warm-up: step 1 of 2
+    clock[0] = 130.0  # half the budget: cosine at its midpoint
+    assert budget.factor(10) == pytest.approx(0.5)
+    logs = {"loss": 1.0}
+    budget.on_log(None, state, control, logs=logs)
+    assert logs["time"] == "0:30 / 1:00"
+    assert not budget.on_step_end(None, state, control).should_training_stop
+    clock[0] = 161.0
+    assert budget.factor(10) == pytest.approx(0.0)
+    assert budget.on_step_end(None, state, control).should_training_stop

@@ -55,11 +55,22 @@ class TimeBudgetCallback(TrainerCallback):
                 raise ValueError("time_schedule needs a LambdaLR scheduler (the default schedulers are)")
             lr_scheduler.lr_lambdas = [self.factor for _ in lr_scheduler.lr_lambdas]
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # runs before the progress printer (the Trainer adds it last), so the printed line shows where the run is in
+        # its budget; log_history and the report callbacks have already taken their copy
+        if self.seconds is not None and self.start is not None and logs is not None and "loss" in logs:
+            logs["time"] = f"{_minutes_seconds(time.monotonic() - self.start)} / {_minutes_seconds(self.seconds)}"
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.seconds is not None and time.monotonic() - self.start > self.seconds:
             logger.info("Time budget of %.0f s reached at step %d", self.seconds, state.global_step)
             control.should_training_stop = True
         return control
+
+
+def _minutes_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class StopAtStepCallback(TrainerCallback):
