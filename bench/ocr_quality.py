@@ -78,25 +78,20 @@ def normalize(text: str) -> str:
 
 
 def score(rows: list[dict]) -> dict:
+    """Per language and overall: CER and exact match after `normalize` (and CER before it), seconds per image;
+    rows without a prediction (failed images) are left out."""
+    from ocr_mllm.text_metrics import reading_scores, rows_by_language
+
     table = {}
-    groups = defaultdict(list)
-    for row in rows:
-        groups[row["language"]].append(row)
-    for language in [*LANGUAGES, "all"]:
-        group = rows if language == "all" else groups.get(language, [])
-        if not group:
-            continue
-        ok = [r for r in group if r.get("prediction") is not None]
-        if not ok:
-            continue
-        chars = sum(len(normalize(r["reference"])) for r in ok)
-        raw_chars = sum(len(r["reference"]) for r in ok)
-        seconds = [r["seconds"] for r in ok]
+    for language, group in rows_by_language([r for r in rows if r.get("prediction") is not None], LANGUAGES).items():
+        normalised = reading_scores(((normalize(r["prediction"]), normalize(r["reference"])) for r in group), edit_distance)
+        raw = reading_scores(((r["prediction"], r["reference"]) for r in group), edit_distance)
+        seconds = [r["seconds"] for r in group]
         table[language] = {
-            "n": len(ok),
-            "cer": round(sum(edit_distance(normalize(r["prediction"]), normalize(r["reference"])) for r in ok) / max(chars, 1), 4),
-            "exact_match": round(sum(normalize(r["prediction"]) == normalize(r["reference"]) for r in ok) / len(ok), 4),
-            "cer_unnormalised": round(sum(edit_distance(r["prediction"], r["reference"]) for r in ok) / max(raw_chars, 1), 4),
+            "n": normalised["n"],
+            "cer": round(normalised["cer"], 4),
+            "exact_match": round(normalised["exact_match"], 4),
+            "cer_unnormalised": round(raw["cer"], 4),
             "seconds_per_image_median": round(statistics.median(seconds), 4),
             "seconds_per_image_mean": round(statistics.mean(seconds), 4),
         }

@@ -142,7 +142,7 @@ def build_base_model(out: Path, tokenizer, seed: int) -> Path:
 
 def evaluate(model_dir: Path, records: list[dict], data_dir: Path, batch_size: int = 32) -> tuple[dict, list]:
     from ocr_mllm.inference import generate_batch, load_model_and_processor
-    from ocr_mllm.text_metrics import levenshtein
+    from ocr_mllm.text_metrics import levenshtein, reading_scores, rows_by_language
 
     model, processor = load_model_and_processor(str(model_dir), device="cpu", dtype="float32")
     rows = []
@@ -159,20 +159,8 @@ def evaluate(model_dir: Path, records: list[dict], data_dir: Path, batch_size: i
             reference = record["conversations"][1]["value"]
             rows.append({"id": record["id"], "language": record["language"], "reference": reference,
                          "prediction": prediction, "edits": levenshtein(prediction, reference)})
-    table = {}
-    groups = defaultdict(list)
-    for row in rows:
-        groups[row["language"]].append(row)
-    for language in [*LANGUAGES, "all"]:
-        group = rows if language == "all" else groups.get(language, [])
-        if not group:
-            continue
-        chars = sum(len(r["reference"]) for r in group)
-        table[language] = {
-            "n": len(group),
-            "exact_match": sum(r["prediction"] == r["reference"] for r in group) / len(group),
-            "cer": sum(r["edits"] for r in group) / max(chars, 1),
-        }
+    table = {language: reading_scores((r["prediction"], r["reference"]) for r in group)
+             for language, group in rows_by_language(rows, LANGUAGES).items()}
     return table, rows
 
 

@@ -202,3 +202,19 @@ def test_anls_normalisation_and_max_over_answers():
 )
 def test_chartqa_relaxed_correctness(pred, target, ok):
     assert relaxed_correctness(pred, target) is ok
+
+
+def test_reading_scores_pool_characters_and_group_by_language():
+    from ocr_mllm.text_metrics import reading_scores, rows_by_language
+
+    # CER pools edits over all reference characters: (1 + 0 + 3) / (5 + 2 + 3)
+    scores = reading_scores([("hallo", "hello"), ("好的", "好的"), ("", "abc")])
+    assert scores == {"n": 3, "exact_match": pytest.approx(1 / 3), "cer": pytest.approx(0.4)}
+    assert reading_scores([("abc", "")])["cer"] == 3  # an empty reference counts as one character
+    with pytest.raises(ValueError, match="at least one"):
+        reading_scores([])
+
+    rows = [{"language": "zh-Hans"}, {"language": "en"}, {"language": "zh-Hans"}]
+    groups = rows_by_language(rows, ("en", "zh-Hans", "zh-Hant"))
+    assert list(groups) == ["en", "zh-Hans", "all"]
+    assert [len(group) for group in groups.values()] == [1, 2, 3]
