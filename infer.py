@@ -14,12 +14,15 @@ run continues where it stopped. Bad lines, unreadable images and failed generati
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 
 from ocr_mllm.inference import InferenceSetupError, run_batched_jsonl
+from ocr_mllm.inference.batch import WHERE_KEY
+from ocr_mllm.inference.chat import sanitize_user_text
 from ocr_mllm.inference.images import is_image_file
 from ocr_mllm.inference.options import (
     add_generation_args,
@@ -49,23 +52,45 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _bad_line(stats: dict, path: str, lineno: int, reason: str) -> None:
+    stats["bad_lines"] += 1
+    logger.warning("%s:%d: bad line skipped (%s)", path, lineno, reason)
+
+
 def read_jsonl_records(path: str, default_question: str, stats: dict):
-    """Yield records from a JSONL file; image paths are resolved against the file's folder."""
+    """Yield records from a JSONL file; image paths are resolved against the file's folder.
+
+    Lines are split on b"\\n" only (U+2028 / U+0085 inside a record stay in it). A line that is not UTF-8, not a JSON
+    object, or whose "image" is not a path string is skipped with ``file:line`` and the reason, and counted in
+    ``stats["bad_lines"]``; each record keeps its ``file:line`` (``_where``) for later messages.
+    """
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _bad_line(stats, path, lineno, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
+                continue
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
+            except RecursionError:
+                _bad_line(stats, path, lineno, "JSON nested too deeply")
+                continue
             except ValueError as exc:
-                stats["bad_lines"] += 1
-                logger.warning("%s:%d: bad line skipped (%s)", path, lineno, exc)
+                _bad_line(stats, path, lineno, f"not valid JSON: {exc}")
+                continue
+            if not isinstance(record, dict):
+                _bad_line(stats, path, lineno, f"not a JSON object but a {type(record).__name__}")
+                continue
+            image = record.get("image")
+            if image is not None and not (isinstance(image, str) and image.strip()):
+                _bad_line(stats, path, lineno, f"'image' must be a path string, got {type(image).__name__} {image!r:.60}")
                 continue
             record.setdefault("question", default_question)
-            image = record.get("image")
+            record[WHERE_KEY] = f"{path}:{lineno}"
             if image:
                 record["_image_path"] = image if os.path.isabs(image) else os.path.join(base, image)
             yield record
@@ -78,12 +103,15 @@ def read_image_dir(path: str, question: str):
             yield {"id": name, "image": name, "question": question, "_image_path": full}
 
 
-def build_inputs(record: dict):
+def build_inputs(record: dict, processor=None):
+    """(messages, images) for one record. ``<image>`` and ChatML control tokens typed in the question are defused
+    (as in the interactive chat), so they cannot add an image slot or end the turn."""
     question = record.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ValueError("no question")
     image = record.get("_image_path")
-    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": question}]
+    text = sanitize_user_text(question, processor)
+    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
     return [{"role": "user", "content": content}], ([image] if image else [])
 
 
@@ -109,12 +137,14 @@ def main(argv=None) -> int:
         processor,
         records,
         args.output,
-        build_inputs,
+        functools.partial(build_inputs, processor=processor),
         batch_size=args.batch_size,
         generation_kwargs=generation_kwargs_from_args(args),
         progress=not args.no_progress,
         limit=args.limit,
     )
+    # bad lines never reached run_batched_jsonl: count them in the total and as failed, so the counts add up
+    stats["total"] += extra["bad_lines"]
     stats["failed"] += extra["bad_lines"]
     stats["bad_lines"] = extra["bad_lines"]
     print(json.dumps({"stats": stats}, ensure_ascii=False), flush=True)

@@ -18,6 +18,8 @@ MAX_FAILED_IDS_KEPT = 1000
 BAD_RECORD_ERRORS = (ValueError, OSError, KeyError)
 # when this many generations fail and none succeeded, the problem is not the data: stop instead of skipping everything
 ABORT_AFTER_FAILURES = 16
+# a record may carry its place in the input ("file.jsonl:12") under this private key; messages cite it
+WHERE_KEY = "_where"
 
 
 def _id_key(value: Any) -> str:
@@ -36,7 +38,10 @@ def read_done_ids(output_path: str, id_key: str = "id") -> set[str]:
             logger.warning("%s: dropping a partial last line (%d bytes) left by an interrupted run", output_path, len(data) - cut)
             f.truncate(cut)
             data = data[:cut]
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+    # split on b"\n" only: str.splitlines() would also split inside records holding U+2028, U+0085, \x1c ..., so
+    # those ids would never count as done and every rerun would write them again
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        line = raw.decode("utf-8", errors="replace")
         if not line.strip():
             continue
         try:
@@ -149,11 +154,19 @@ def run_batched_jsonl(
     done_ids = read_done_ids(output_path, id_key)
     stats: dict[str, Any] = {"total": 0, "done": 0, "skipped_existing": 0, "failed": 0, "duplicates": 0, "failed_ids": []}
 
-    def fail(rid, reason):
+    def where(record, index) -> str:
+        """The record's place for messages: ``file:line`` when the reader recorded it (``_where``), else its index."""
+        loc = record.get(WHERE_KEY) if isinstance(record, dict) else None
+        return str(loc) if loc else f"record #{index}"
+
+    def fail(rid, reason, loc):
         stats["failed"] += 1
         if len(stats["failed_ids"]) < MAX_FAILED_IDS_KEPT:
             stats["failed_ids"].append(rid)
-        logger.warning("record %r skipped: %s", rid, reason)
+        if rid is None:
+            logger.warning("%s: skipped: %s", loc, reason)
+        else:
+            logger.warning("%s: record %r skipped: %s", loc, rid, reason)
 
     # 1. collect the work, validate records, compute sort keys
     todo: list[tuple] = []
@@ -163,7 +176,7 @@ def run_batched_jsonl(
             break
         stats["total"] += 1
         if not isinstance(record, dict) or id_key not in record or record[id_key] is None:
-            fail(None, f"no {id_key!r} field (record #{index})")
+            fail(None, f"no {id_key!r} field", where(record, index))
             continue
         rid = record[id_key]
         key = _id_key(rid)
@@ -172,14 +185,14 @@ def run_batched_jsonl(
             continue
         if key in seen:
             stats["duplicates"] += 1
-            logger.warning("duplicate id %r skipped", rid)
+            logger.warning("%s: duplicate id %r skipped", where(record, index), rid)
             continue
         seen.add(key)
         try:
             messages, images = build_inputs(record)
             length = _prompt_length(processor, messages, images)
         except BAD_RECORD_ERRORS as exc:
-            fail(rid, exc)
+            fail(rid, exc, where(record, index))
             continue
         images = list(images or [])
         if all(isinstance(img, (str, os.PathLike)) for img in images):
@@ -191,15 +204,15 @@ def run_batched_jsonl(
     # 2. generate
     bar = tqdm(total=len(todo), disable=not progress, unit="item", desc="generate", dynamic_ncols=True)
 
-    def generate_items(items) -> list[tuple[dict, str | None, Exception | None]]:
+    def generate_items(items) -> list[tuple[int, dict, str | None, Exception | None]]:
         try:
             texts = generate_batch(model, processor, [it[3] for it in items], [it[4] for it in items], **generation_kwargs)
-            return [(it[2], t, None) for it, t in zip(items, texts)]
+            return [(it[1], it[2], t, None) for it, t in zip(items, texts)]
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
             if len(items) == 1:
-                return [(items[0][2], None, exc)]
+                return [(items[0][1], items[0][2], None, exc)]
             logger.info("batch of %d failed (%s); retrying its items one by one", len(items), exc)
             results = []
             for it in items:
@@ -216,12 +229,12 @@ def run_batched_jsonl(
                         messages, images = build_inputs(record)
                     items.append((length, index, record, messages, load_images(images)))
                 except BAD_RECORD_ERRORS as exc:
-                    fail(record[id_key], exc)
-            for record, text, exc in generate_items(items) if items else []:
+                    fail(record[id_key], exc, where(record, index))
+            for index, record, text, exc in generate_items(items) if items else []:
                 attempts["generated"] += 1
                 if exc is not None:
                     attempts["failed"] += 1
-                    fail(record[id_key], f"{type(exc).__name__}: {exc}")
+                    fail(record[id_key], f"{type(exc).__name__}: {exc}", where(record, index))
                     if attempts["failed"] == attempts["generated"] >= ABORT_AFTER_FAILURES:
                         raise RuntimeError(
                             f"the first {attempts['failed']} generations all failed; giving up (last error: {exc!r})"
