@@ -295,20 +295,42 @@ def _messages_features():
 def _iter_json_records(path: str, report: LoadReport, strict: bool) -> Iterator[Tuple[str, Any]]:
     """Yield (record id, record) for a JSON array file or a JSON Lines file; bad JSON is reported."""
     name = path
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        raw = f.read()
     if path.endswith(".jsonl"):
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+        # split on b"\n" only: str.splitlines() also splits on U+2028, U+0085, ... inside a record
+        for lineno, raw_line in enumerate(raw.split(b"\n"), start=1):
+            if not raw_line.strip():
                 continue
             report.num_records += 1
+            where = f"line {lineno}"
             try:
-                yield _record_id(None, f"line {lineno}"), json.loads(line)
+                record = json.loads(raw_line.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                detail = f"not UTF-8 text: byte 0x{raw_line[e.start]:02x} at column {e.start + 1}"
+                _problem(report, strict, Problem(name, where, BAD_JSON, detail))
+                continue
+            except RecursionError:
+                _problem(report, strict, Problem(name, where, BAD_JSON, "JSON nested too deeply"))
+                continue
             except json.JSONDecodeError as e:
-                _problem(report, strict, Problem(name, f"line {lineno}", BAD_JSON, f"invalid JSON: {e}"))
+                _problem(report, strict, Problem(name, where, BAD_JSON, f"invalid JSON: {e}"))
+                continue
+            yield where, record
         return
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        report.num_records += 1
+        detail = f"not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line}, column {column}"
+        _problem(report, strict, Problem(name, "<whole file>", BAD_JSON, detail))
+        return
+    except RecursionError:
+        report.num_records += 1
+        _problem(report, strict, Problem(name, "<whole file>", BAD_JSON, "JSON nested too deeply"))
+        return
     except json.JSONDecodeError as e:
         report.num_records += 1
         _problem(report, strict, Problem(name, "<whole file>", BAD_JSON, f"the file is not valid JSON: {e}"))
