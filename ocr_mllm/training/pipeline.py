@@ -20,6 +20,7 @@ import torch
 
 from .arguments import DataArguments, ModelArguments, OcrMllmTrainingConfig, PretrainConfig, SftConfig
 from .callbacks import TrainableParametersCallback
+from .checkpoints import CheckpointError, resolve_resume_checkpoint
 from .collator import OcrMllmDataCollator, filter_long_records
 from .data import load_datasets
 from .freezing import apply_freeze_plan, format_parameter_summary, parameter_summary, stage_plan
@@ -148,6 +149,8 @@ def run_stage(
         raise ValueError(f"stage must be one of {sorted(STAGE_CONFIGS)}")
     if model_args.use_peft and stage == "pretrain":
         raise ValueError("LoRA is for stage 2 (train_sft.py); stage 1 trains the Resampler and projector in full")
+    # before anything is loaded: `last` means the newest complete checkpoint, and there must be one
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     push_to_hub, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     training_args.push_to_hub = False  # we push exactly the final folder ourselves, not the checkpoints
     training_args.remove_unused_columns = False
@@ -199,11 +202,6 @@ def run_stage(
         peft_config=peft_config,
         callbacks=[summary_callback, *(callbacks or [])],
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint in ("True", "true", "last"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(training_args.output_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
 
     if save_final:
@@ -249,6 +247,9 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     try:
         result = run_stage(stage, model_args, data_args, training_args)
         _print_main(f"done: {result.global_step} steps, model in {result.output_dir}")
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     finally:
         finish_distributed()
     return 0
