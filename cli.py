@@ -109,7 +109,11 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.query is not None:
-        stream_answer(chat, args.query, **gen)
+        try:
+            stream_answer(chat, args.query, **gen)
+        except ValueError as exc:  # e.g. a prompt longer than the model's context: a message, not a traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     interactive(chat, gen)
     return 0

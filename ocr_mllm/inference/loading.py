@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from typing import Any
 
 import torch
@@ -41,7 +42,83 @@ DEFAULT_QUANT_SKIP_MODULES = [
 
 
 class InferenceSetupError(RuntimeError):
-    """A user-facing configuration problem (no GPU for 4-bit, unknown dtype, ...)."""
+    """A user-facing configuration problem (no GPU for 4-bit, unknown dtype, a damaged model folder, ...).
+    The message is one line that names the folder or file and what is wrong."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _looks_like_a_path(path: str) -> bool:
+    """A local path rather than a Hub id ("org/name"): absolute, ./ ~ prefixes, several slashes, or its first part
+    exists here (``models/reader-mini`` when ``models/`` does)."""
+    if os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path:
+        return True
+    return "/" in path and os.path.isdir(path.split("/", 1)[0])
+
+
+def resolve_model_source(path: str | os.PathLike, trust_remote_code: bool | None = None) -> tuple[str, bool]:
+    """Check ``path`` before anything is loaded and decide ``trust_remote_code``; returns ``(path, trust)``.
+
+    * a local folder: ``config.json`` and the weights must be whole (:func:`ocr_mllm.folders.check_model_folder`);
+      code is trusted without asking when the only Python files in it are this project's model code;
+    * anything else (a Hub id, a folder with other Python files) runs foreign code: only with
+      ``trust_remote_code=True`` (``--trust-remote-code``). ``None`` (the default) means "our folders only".
+    Raises :class:`InferenceSetupError` naming the folder or file.
+    """
+    from ocr_mllm.folders import FolderError, MODEL_CODE_FILES, check_model_folder, foreign_code_files
+
+    path = os.fspath(path)
+    local = os.path.expanduser(path)
+    if os.path.isdir(local):
+        try:
+            check_model_folder(local)
+        except FolderError as exc:
+            raise InferenceSetupError(str(exc)) from None
+        if trust_remote_code is not None:
+            return local, bool(trust_remote_code)
+        foreign = foreign_code_files(local)
+        if foreign:
+            raise InferenceSetupError(
+                f"{local} holds Python files that are not this project's model code ({', '.join(foreign)}); loading "
+                "it runs them: pass --trust-remote-code (trust_remote_code=True) if you trust this folder"
+            )
+        return local, any(os.path.isfile(os.path.join(local, name)) for name in MODEL_CODE_FILES)
+    if os.path.exists(local):
+        raise InferenceSetupError(f"--model {path} is a file, not a model folder")
+    if _looks_like_a_path(path):
+        raise InferenceSetupError(f"model folder {path} does not exist (check the path)")
+    if not trust_remote_code:
+        raise InferenceSetupError(
+            f"{path} does not exist as a local folder; as a Hugging Face Hub id, loading it downloads and runs that "
+            "repository's Python code: pass --trust-remote-code (trust_remote_code=True) if you trust it"
+        )
+    return path, True
+
+
+def check_tokenizer_matches(model, processor, path: str) -> None:
+    """The tokenizer must know the model's image token under the model's id, and fit its embedding matrix."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    config = getattr(model, "config", None)
+    image_token = getattr(config, "image_token", None) or getattr(processor, "image_token", None) or "<image>"
+    expected = getattr(config, "image_token_id", None)
+    if expected is not None:
+        got = tokenizer.convert_tokens_to_ids(image_token)
+        if got != expected:
+            raise InferenceSetupError(
+                f"the tokenizer in {path} maps {image_token!r} to id {got}, but config.json has image_token_id "
+                f"{expected}: the tokenizer files do not belong to this model (use the tokenizer it was built or "
+                "trained with)"
+            )
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(getattr(embeddings, "weight", None), "shape", [None])[0]
+    if rows is not None and len(tokenizer) > rows:
+        raise InferenceSetupError(
+            f"the tokenizer in {path} has {len(tokenizer)} tokens, but the model's embedding has {rows} rows: ids "
+            f"from {rows} on would fail in generation (the tokenizer files do not belong to this model)"
+        )
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -106,7 +183,7 @@ def load_model_and_processor(
     dtype: str | torch.dtype | None = "auto",
     load_in: str | None = None,
     attn_implementation: str | None = None,
-    trust_remote_code: bool = True,
+    trust_remote_code: bool | None = None,
     quant_skip_modules=None,
     **model_kwargs: Any,
 ):
@@ -118,9 +195,16 @@ def load_model_and_processor(
         dtype: ``"auto"`` (CUDA → bf16, else fp32), ``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``.
         load_in: ``None``, ``"4bit"`` or ``"8bit"`` (bitsandbytes, CUDA only; raises ``InferenceSetupError`` otherwise).
         attn_implementation: passed to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``).
+        trust_remote_code: ``None`` (default): only for local folders whose Python files are this project's model
+            code; ``True``: also Hub ids and other folders (runs their code); ``False``: never.
+
+    A missing folder, a broken ``config.json``, missing or truncated weights, a tokenizer that does not match the
+    model, or foreign code without ``trust_remote_code=True`` raise :class:`InferenceSetupError` (one line naming
+    the folder or file).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    path, trust_remote_code = resolve_model_source(path, trust_remote_code)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype, **model_kwargs)
@@ -131,8 +215,15 @@ def load_model_and_processor(
         kwargs["quantization_config"] = _quantization_config(load_in, torch_dtype, dev, skip)
         kwargs["device_map"] = {"": dev.index if dev.index is not None else torch.cuda.current_device()}
 
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # one line naming the folder instead of a traceback deep in transformers
+        raise InferenceSetupError(f"cannot load the processor / tokenizer of {path}: {_first_line(exc)}") from exc
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except Exception as exc:
+        raise InferenceSetupError(f"cannot load the model from {path}: {_first_line(exc)}") from exc
+    check_tokenizer_matches(model, processor, path)
     if not load_in:
         model.to(dev)
     model.eval()

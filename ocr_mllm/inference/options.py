@@ -26,6 +26,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--load-in", dest="load_in", default=None, choices=["4bit", "8bit"],
                    help="quantize the language model with bitsandbytes (CUDA GPU + bitsandbytes needed)")
     g.add_argument("--attn-implementation", default=None, help="sdpa, eager, flash_attention_2 (GPU only), ...")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow running the Python code of a Hub model or of a folder with code that is not this "
+                        "project's (off: only local folders holding our own model code load)")
 
 
 def add_generation_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
@@ -52,6 +55,7 @@ def load_from_args(args: argparse.Namespace):
     return load_model_and_processor(
         args.model, device=args.device, dtype=args.dtype, load_in=args.load_in,
         attn_implementation=args.attn_implementation,
+        trust_remote_code=True if getattr(args, "trust_remote_code", False) else None,
     )
 
 

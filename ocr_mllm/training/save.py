@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 from ocr_mllm.building import save_model_folder
+from ocr_mllm.folders import MODEL_CODE_FILES
 
 logger = logging.getLogger(__name__)
 
-CODE_FILES = ("configuration_ocr_mllm.py", "modeling_ocr_mllm.py", "processing_ocr_mllm.py")
+CODE_FILES = MODEL_CODE_FILES
 # What a complete model folder holds besides weights (the files `push_folder` uploads)
 FOLDER_PATTERNS = [
     "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "tokenizer*",
