@@ -90,8 +90,13 @@ def check_unique_ids(samples: Sequence[Sample], task: str) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file; a missing, truncated or non-UTF-8 one raises EvalDataError naming the file (and line)."""
+    from ocr_mllm.folders import FolderError, read_json_file
+
+    try:
+        return read_json_file(path)
+    except FolderError as exc:
+        raise EvalDataError(str(exc)) from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -113,19 +118,28 @@ def _json_default(o):
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file; a truncated last line (a killed writer) is ignored with a warning."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines):
-        line = line.strip()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for i, raw in enumerate(lines):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise EvalDataError(f"{path}:{i + 1}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1})") from None
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             if i == len(lines) - 1:
                 logger.warning("%s: ignoring a truncated last line", path)
                 continue
-            raise EvalDataError(f"{path}:{i + 1}: not valid JSON")
+            raise EvalDataError(f"{path}:{i + 1}: not valid JSON") from None
+        if not isinstance(row, dict):
+            raise EvalDataError(f"{path}:{i + 1}: not a JSON object but a {type(row).__name__} ({line[:40]})")
+        rows.append(row)
     return rows
 
 

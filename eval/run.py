@@ -36,6 +36,8 @@ from .common import (
     read_json,
     write_json,
 )
+from ocr_mllm.inference.loading import InferenceSetupError
+
 from .mmvet import GraderError
 from .tasks import TASKS, get_task
 
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                           prompt_style=args.prompt_style or "plain", max_new_tokens=args.max_new_tokens,
                           device=args.device, dtype=args.dtype, split=args.split, hub_config=args.hub_config,
                           circular=not args.no_circular, overwrite=args.overwrite, progress=progress)
-    except (EvalDataError, GraderError, KeyError, FileNotFoundError) as exc:
+    except (EvalDataError, GraderError, KeyError, FileNotFoundError, InferenceSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.to_markdown())

@@ -143,6 +143,11 @@ def _normalize_images(conversations: Sequence, images: Sequence | None) -> list[
 
 def prepare_inputs(model, processor, conversations: Sequence[list], images: Sequence | None = None):
     """Chat template + processor for a batch of conversations (left padded), moved to the model's device/dtype."""
+    for i, conv in enumerate(conversations):
+        if not isinstance(conv, (list, tuple)):
+            raise ValueError(f"conversation {i} is a {type(conv).__name__}, not a list of messages")
+        if not conv:
+            raise ValueError(f"conversation {i} is empty: it needs at least one user message")
     per_conv = _normalize_images(conversations, images)
     prompts = [processor.apply_chat_template(conv, add_generation_prompt=True) for conv in conversations]
     flat = [img for imgs in per_conv for img in imgs]
