@@ -42,6 +42,7 @@ EXAMPLE_QUESTIONS = {
 }
 DEFAULT_QUESTION = "What text is in the image?"
 MAX_QUESTION_CHARS = 4000
+DEFAULT_MAX_UPLOAD_MB = 20
 
 
 def find_examples(examples_dir: str | None = EXAMPLES_DIR) -> list[list[str]]:
@@ -65,6 +66,24 @@ def _chat_messages(history, pending_user=None, pending_reply=None) -> list[dict]
         msgs.append({"role": "user", "content": pending_user})
         msgs.append({"role": "assistant", "content": pending_reply or "▌"})
     return msgs
+
+
+def upload_image_component(gr):
+    """``gr.Image`` that hands the event the uploaded file's path without opening it (``gr.Image`` itself runs
+    ``PIL.Image.open`` on every upload, even with ``type="filepath"``, and an undecodable file then fails with
+    Gradio's generic "upstream app has raised an exception"). ``ocr_mllm``'s ``load_image`` decodes it instead: pixel
+    cap, EXIF rotation, and a message that names the file and says why it cannot be read."""
+
+    class UploadedImage(gr.Image):
+        is_template = True  # the browser side stays Gradio's image component
+
+        def preprocess(self, payload):
+            path = getattr(payload, "path", None)
+            if path and not getattr(payload, "is_stream", False):
+                return str(path)
+            return super().preprocess(payload)
+
+    return UploadedImage
 
 
 def build_demo(
@@ -103,7 +122,10 @@ def build_demo(
         if not message:
             yield _chat_messages(history), history, ""
             return
-        chat = _session(image, history)
+        try:  # the upload is a file path; our loader decodes it and says why it cannot
+            chat = _session(image, history)
+        except ValueError as exc:
+            raise gr.Error(str(exc))
         reply = ""
         yield _chat_messages(history, message, ""), history, ""
         stop = threading.Event()
@@ -121,9 +143,9 @@ def build_demo(
     def ask(image, question, *opts):
         """Stateless single question (API endpoint /ask); streams the growing answer."""
         question = (question or "").strip()[:MAX_QUESTION_CHARS] or DEFAULT_QUESTION
-        chat = _session(image, [])
         reply = ""
         try:
+            chat = _session(image, [])
             for chunk in chat.stream(question, **options(*opts)):
                 reply += chunk
                 yield reply
@@ -143,7 +165,8 @@ def build_demo(
         history = gr.State([])
         with gr.Row():
             with gr.Column(scale=2):
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=360,
+                # the upload's path; ocr_mllm's load_image decodes it (see upload_image_component)
+                image = upload_image_component(gr)(type="filepath", label="Image", sources=["upload", "clipboard"], height=360,
                                  elem_id="image-input")
                 with gr.Accordion("Generation options", open=False):
                     temperature = gr.Slider(0.0, 1.5, value=gen_defaults["temperature"], step=0.05,
@@ -198,6 +221,8 @@ def parse_args(argv=None):
                         help="generations running at the same time (others wait in the queue)")
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests beyond this are refused")
     parser.add_argument("--examples-dir", default=EXAMPLES_DIR)
+    parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB,
+                        help="larger uploads are refused (default %(default)s MB)")
     add_generation_args(parser)
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -219,7 +244,8 @@ def main(argv=None) -> int:
         concurrency_limit=args.concurrency,
         max_queue_size=args.max_queue,
     )
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False,
+                max_file_size=f"{args.max_upload_mb}mb")
     return 0
 
 
