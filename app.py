@@ -68,22 +68,23 @@ def _chat_messages(history, pending_user=None, pending_reply=None) -> list[dict]
     return msgs
 
 
-def upload_image_component(gr):
-    """``gr.Image`` that hands the event the uploaded file's path without opening it (``gr.Image`` itself runs
+def upload_image(gr, **kwargs):
+    """A ``gr.Image`` whose event gets the uploaded file's path without the file being opened. ``gr.Image`` runs
     ``PIL.Image.open`` on every upload, even with ``type="filepath"``, and an undecodable file then fails with
-    Gradio's generic "upstream app has raised an exception"). ``ocr_mllm``'s ``load_image`` decodes it instead: pixel
-    cap, EXIF rotation, and a message that names the file and says why it cannot be read."""
+    Gradio's generic "upstream app has raised an exception". ``ocr_mllm``'s ``load_image`` decodes it instead: pixel
+    cap, EXIF rotation, and a message that names the file and says why it cannot be read. (The instance's
+    ``preprocess`` is replaced rather than subclassing: Gradio writes a ``.pyi`` stub for every component subclass.)"""
+    image = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = image.preprocess
 
-    class UploadedImage(gr.Image):
-        is_template = True  # the browser side stays Gradio's image component
+    def preprocess(payload):
+        path = getattr(payload, "path", None)
+        if path and not getattr(payload, "is_stream", False):
+            return str(path)
+        return gradio_preprocess(payload)
 
-        def preprocess(self, payload):
-            path = getattr(payload, "path", None)
-            if path and not getattr(payload, "is_stream", False):
-                return str(path)
-            return super().preprocess(payload)
-
-    return UploadedImage
+    image.preprocess = preprocess
+    return image
 
 
 def build_demo(
@@ -165,8 +166,8 @@ def build_demo(
         history = gr.State([])
         with gr.Row():
             with gr.Column(scale=2):
-                # the upload's path; ocr_mllm's load_image decodes it (see upload_image_component)
-                image = upload_image_component(gr)(type="filepath", label="Image", sources=["upload", "clipboard"], height=360,
+                # the upload's path; ocr_mllm's load_image decodes it (see upload_image)
+                image = upload_image(gr, label="Image", sources=["upload", "clipboard"], height=360,
                                  elem_id="image-input")
                 with gr.Accordion("Generation options", open=False):
                     temperature = gr.Slider(0.0, 1.5, value=gen_defaults["temperature"], step=0.05,
