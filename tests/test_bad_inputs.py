@@ -332,6 +332,20 @@ def test_resume_last_without_a_checkpoint_fails_clearly(tiny_model_dir, tmp_path
     assert not (out / "model.safetensors").exists()
 
 
+def test_training_on_a_damaged_model_folder_fails_clearly(model_copy, tmp_path, capsys):
+    from ocr_mllm.training.pipeline import main
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _training_data import write_jsonl
+
+    weights = model_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    rc = main("sft", ["--model_name_or_path", str(model_copy), "--dataset", str(write_jsonl(tmp_path / "data")),
+                      "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none"])
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2 and str(weights) in line and "truncated" in line
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # front-ends
 # ----------------------------------------------------------------------------------------------------------------------

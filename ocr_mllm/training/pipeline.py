@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ocr_mllm.folders import FolderError, check_model_folder
+
 from .arguments import DataArguments, ModelArguments, OcrMllmTrainingConfig, PretrainConfig, SftConfig
 from .callbacks import TrainableParametersCallback
 from .checkpoints import CheckpointError, resolve_resume_checkpoint
@@ -78,6 +80,8 @@ def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmT
     kwargs = {"trust_remote_code": True, "dtype": _DTYPES[dtype], "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
+    if os.path.isdir(model_args.model_name_or_path):  # a damaged folder: one line naming the file, not a traceback
+        check_model_folder(model_args.model_name_or_path)
     quantization = _check_quantization(model_args)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
@@ -247,7 +251,7 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     try:
         result = run_stage(stage, model_args, data_args, training_args)
         _print_main(f"done: {result.global_step} steps, model in {result.output_dir}")
-    except CheckpointError as exc:
+    except (CheckpointError, FolderError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
