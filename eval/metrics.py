@@ -2,13 +2,13 @@
 
 Everything here is dependency-free (no torch, no model) so it can be unit-tested against hand-worked cases.
 
-Sources of the rules (re-implemented, not copied):
+Sources of the rules (re-implemented, not copied; the file and commit we read are next to each section):
 - TextVQA: the EvalAI answer processor used by the m4c ``TextVQAAccuracyEvaluator`` (LLaVA ``m4c_evaluator.py``).
 - MME: the official ``eval_tool/calculation.py`` (yes/no extraction from the first 4 characters, acc and acc+).
-- MMBench: VLMEvalKit ``can_infer_option`` / ``can_infer_text`` (the rule-based prefetch before any GPT matching).
+- MMBench: VLMEvalKit ``vlmeval/utils/matching_util.py`` ``can_infer`` (the rule-based step before the LLM judge).
 - MM-Vet: the official GPT-4 grader prompt (``mm-vet_evaluator``), see :mod:`eval.mmvet`.
-- OCRBench: the official ``example.py`` contains-match (HME100k: whitespace-free, case-sensitive).
-- DocVQA: ANLS as the RRC evaluator computes it (score ``1 - NL`` kept when ``>= 0.5``).
+- OCRBench: the official ``OCRBench/example.py`` contains-match (HME100k: whitespace-free, case-sensitive).
+- DocVQA: ANLS as the RRC evaluator computes it (normalised edit distance over raw lengths, ``1 - NL`` kept >= 0.5).
 - ChartQA: relaxed accuracy (Pix2Struct / ChartQA paper), 5 % relative tolerance on numbers, exact otherwise.
 """
 
@@ -130,6 +130,11 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 # MME
 # ---------------------------------------------------------------------------------------------------------------------
+# Source: the official ``eval_tool/calculation.py`` (BradyFU/Awesome-Multimodal-Large-Language-Models
+# ``tools/eval_tool.zip`` at 1c1d69e138b57cf8b0400427927bfb8ed4285458; the zip is not readable through the look-up
+# tools, we read a verbatim copy of ``calculation.py``). Per line ``image\tquestion\tgt\tprediction``: both
+# lowercased; the prediction is "yes"/"no" as is, else the first 4 characters decide (yes before no), else "other".
+# acc = right / lines; acc+ = consecutive line pairs (one image) with both right / pairs; score = 100 (acc + acc+).
 
 MME_SUBTASKS = {
     "perception": ["existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
@@ -179,6 +184,12 @@ def mme_subtask_scores(items: Iterable[tuple[str, str, str]]) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # MMBench option extraction (VLMEvalKit rule-based matching)
 # ---------------------------------------------------------------------------------------------------------------------
+# Source: open-compass/VLMEvalKit ``vlmeval/utils/matching_util.py`` (``can_infer_option``, ``can_infer_text``,
+# ``can_infer``). Read at commit 134b4ea61d26cb15b6fac405dec3ff6a88e2bc31 (length guard in ``can_infer_text``) and
+# 18fc37a5337e31eec9c104887728ad14e82a6a85 (the 2024 rules this module used before); the position rule ("the letter
+# index > number of words - 5") and the case-insensitive "answer is X" fallback are those of the version at
+# d21c5e969983dea6741a98eb2f7ec566ab82ee91, read through a verbatim adaptation that cites that commit (the
+# look-up index holds no copy of the file at that commit). Re-implemented here, not copied.
 
 _REFUSALS = (
     "Sorry, I can't help with images of people yet.",
@@ -186,40 +197,71 @@ _REFUSALS = (
     "I'm sorry, but without the image provided",
     "Cannot determine the answer",
 )
+_API_FAILURE = "Failed to obtain answer via API"
 _OPTION_SEPARATORS = ".()[],:;!*#{}"
+# A lone letter counts only when it is among the last words: its first position p must satisfy p > words - 5.
+LETTER_WINDOW = 5
+# "answer is b", "The correct answer is **C**": any case, letters A-D only (as the regex in VLMEvalKit).
+_ANSWER_IS = re.compile(r"(?:correct\s+)?answer\s+is\s+\**([ABCD])\**", re.IGNORECASE)
 
 
-def infer_option_letter(prediction: str, choices: Mapping[str, str]) -> str | None:
-    """Extract the chosen option letter from free text, as VLMEvalKit's ``can_infer`` does.
-
-    1. Refusal phrases → "Z" (counts as wrong).
-    2. Replace ``.()[],:;!*#{}`` by spaces and split into words; if exactly one of the option letters appears as a
-       word, that letter ("B", "B.", "(B)", "The answer is B" all work). If no letter appears but a lone "Z" does → "Z".
-    3. Else, if exactly one option's text occurs (case-insensitively) in the prediction, that option.
-    4. Else None (the official pipeline would then ask a GPT judge; without one the answer counts as wrong).
-    """
-    text = str(prediction)
+def _letter_from_words(text: str, choices: Mapping[str, str]) -> str | None:
+    """VLMEvalKit ``can_infer_option``: refusals → "Z"; exactly one option letter among the words (after
+    ``.()[],:;!*#{}`` become spaces) *and* among the last few words → that letter; no letter but a lone "Z" → "Z";
+    failing those, "answer is X" (case-insensitive, X in A-D and an option of the row)."""
+    if _API_FAILURE in text:
+        return None
     if any(r in text for r in _REFUSALS):
         return "Z"
     mod = text
     for ch in _OPTION_SEPARATORS:
         mod = mod.replace(ch, " ")
     words = mod.split()
-    hits = [c for c in choices if c in words]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits and "Z" in words:
+    present = [c for c in choices if c in words]
+    if len(present) == 1:
+        letter = present[0]
+        if words.index(letter) > len(words) - LETTER_WINDOW:
+            return letter
+    elif not present and "Z" in words:
         return "Z"
-    low = text.lower()
-    cands = [c for c, opt in choices.items() if str(opt).lower() in low]
-    if len(cands) == 1:
-        return cands[0]
+    m = _ANSWER_IS.search(text)
+    if m and m.group(1).upper() in choices:
+        return m.group(1).upper()
     return None
+
+
+def _letter_from_option_text(text: str, choices: Mapping[str, str]) -> str | None:
+    """VLMEvalKit ``can_infer_text``: skipped when the answer is longer than twice the options' total length; else
+    the one option whose text occurs (case-insensitively) in the answer."""
+    low = text.lower()
+    if len(low) > 2 * sum(len(str(v)) for v in choices.values()):
+        return None
+    cands = [c for c, opt in choices.items() if str(opt).lower() in low]
+    return cands[0] if len(cands) == 1 else None
+
+
+def infer_option_letter(prediction: str, choices: Mapping[str, str]) -> str | None:
+    """The option letter VLMEvalKit's ``can_infer`` reads from free text, or None (then the official pipeline asks
+    its LLM judge, see :mod:`eval.mmbench`; without one the answer counts as wrong).
+
+    1. A refusal phrase → "Z" (wrong).
+    2. ``.()[],:;!*#{}`` → spaces, split into words. Exactly one of the row's option letters is a word, and its first
+       occurrence is among the last words (index > words - 5) → that letter. "B", "(B)", "The answer is B" work; "A
+       man holds a red umbrella in the rain today" does not ("A" is the first of 10 words). No letter but a "Z" → "Z".
+    3. "answer is X" / "correct answer is **X**", any case, X in A-D → X ("the answer is b" → "B").
+    4. Unless the answer is longer than twice the options' total length: the one option whose text is in it.
+    """
+    text = str(prediction)
+    return _letter_from_words(text, choices) or _letter_from_option_text(text, choices)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # OCRBench
 # ---------------------------------------------------------------------------------------------------------------------
+# Source: Yuliang-Liu/MultimodalOCR ``OCRBench/example.py`` (read at f5cbec66817b643f732f11cdc7b3a550963b70dc). A
+# question scores 1 when any answer (lowercased, stripped, newlines → spaces) is a substring of the prediction (same
+# treatment); HME100k removes every space and newline and keeps case. Questions are taken by position in
+# ``OCRBench.json`` (its ``id`` repeats across source datasets).
 
 OCRBENCH_CATEGORIES = [
     "Regular Text Recognition", "Irregular Text Recognition", "Artistic Text Recognition", "Handwriting Recognition",
@@ -245,8 +287,14 @@ def ocrbench_match(prediction: str, answers: str | Sequence[str], dataset_name: 
 # ---------------------------------------------------------------------------------------------------------------------
 # ANLS (DocVQA)
 # ---------------------------------------------------------------------------------------------------------------------
-
-
+# Source: the RRC DocVQA evaluator as carried by QwenLM/Qwen-VL ``eval_mm/infographicsvqa_eval.py`` and
+# EvolvingLMMs-Lab/lmms-eval ``lmms_eval/api/metrics.py`` ``anls`` (read at 008ddc83c2b57ccbd1457714c5a54c8f03896e9d),
+# and open-compass/VLMEvalKit ``vlmeval/dataset/utils/vqa_eval.py`` ``anls_compute`` + ``hit_calculate`` (read at
+# e5266a16515d3a5655e9ffaec06bd260ad86bdad). The edit distance is taken between the normalised strings (stripped,
+# lowercased, whitespace runs → one space) but divided by ``max(len(gt.upper()), len(pred.upper()))`` of the *raw*
+# strings; the question's score is ``1 - min NL`` and is set to 0 when below 0.5 (exactly 0.5 is kept).
+# Note: another stored VLMEvalKit version (0a04a1d23a57c404e93e34a76933095fdd46b3d9) divides by the normalised
+# lengths; lmms-eval, Qwen-VL and e5266a1 divide by the raw ones, which is what we follow.
 
 
 def _anls_norm(s: str) -> str:
@@ -254,15 +302,16 @@ def _anls_norm(s: str) -> str:
 
 
 def anls(prediction: str, gt_answers: Sequence[str], threshold: float = 0.5) -> float:
-    """Per-question ANLS: ``1 - min over answers of NL`` where NL = edit distance / max length (after lowercasing,
-    stripping and collapsing whitespace); set to 0 when below ``threshold``. As in the RRC evaluator a similarity of
-    exactly 0.5 (NL = 0.5) is kept (the paper's strict ``NL < 0.5`` would zero it)."""
-    pred = _anls_norm(prediction)
+    """Per-question ANLS as the official evaluator computes it: NL = edit distance of the normalised strings / the
+    longer *raw* length (so trailing spaces or a doubled space in the prediction lower NL), minimised over the
+    answers; score ``1 - NL``, 0 when below ``threshold`` (a similarity of exactly 0.5 is kept)."""
+    raw_pred = str(prediction)
+    pred = _anls_norm(raw_pred)
     best_nl = 1.0
     for gt in gt_answers:
-        g = _anls_norm(gt)
-        length = max(len(g), len(pred))
-        nl = 0.0 if length == 0 else levenshtein(g, pred) / length
+        raw_gt = str(gt)
+        length = max(len(raw_gt.upper()), len(raw_pred.upper()))
+        nl = 0.0 if length == 0 else levenshtein(_anls_norm(raw_gt), pred) / length
         best_nl = min(best_nl, nl)
     score = 1.0 - best_nl
     return score if score >= threshold else 0.0
