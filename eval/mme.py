@@ -8,7 +8,14 @@ Local layout (the official ``MME_Benchmark_release_version`` folder)::
     DATA/<subtask>/<name>.jpg|png + DATA/<subtask>/<name>.txt                            (count, OCR, ...)
 
 Each txt has one ``question<TAB>Yes|No`` line per question (two per image). ``--data`` may be that folder or its
-parent, or a Hub dataset id (default ``lmms-lab/MME``, split ``test``). LLaVA's ``llava_mme.jsonl`` layout is not read;
+parent, or a Hub dataset id (default ``lmms-lab/MME``, split ``test``).
+
+Score-only from the official ``eval_tool`` layout (no images needed): ``--data`` is a folder of ``<subtask>.txt`` files,
+one ``image<TAB>question<TAB>Yes|No<TAB>prediction`` line per question, the two questions of an image on consecutive
+lines (what ``calculation.py --results_dir`` reads, and what ``mme_results/`` here holds). The predictions come from
+the files, so neither ``--model`` nor ``--predictions`` is needed (``--predictions`` replaces them when given). As the
+official tool, acc+ pairs consecutive lines; an odd number of lines or a line without four fields is an error naming
+the file and line (the official tool asserts, or prints and skips the line). LLaVA's ``llava_mme.jsonl`` layout is not read;
 its prompt is available as ``--prompt-style original``.
 
 Prompts: ``plain`` = the official question (it already ends with "Please answer yes or no."); ``original`` = the
@@ -68,10 +75,53 @@ def _prompt(question: str, prompt_style: str) -> str:
     return f"{question}\n{SHORT_ANSWER_SUFFIX}" if prompt_style == "original" else question
 
 
+def is_eval_tool_dir(root: Path) -> bool:
+    """A folder of ``<subtask>.txt`` result files in the official eval_tool layout (not the benchmark release)."""
+    return root.is_dir() and any((root / f"{t}.txt").is_file() for t in ALL_SUBTASKS) \
+        and not any((root / t).is_dir() for t in ALL_SUBTASKS)
+
+
+def _load_eval_tool(root: Path, prompt_style: str) -> list[Sample]:
+    samples = []
+    for task in ALL_SUBTASKS:
+        txt = root / f"{task}.txt"
+        if not txt.is_file():
+            continue
+        numbered = [(n + 1, ln) for n, ln in enumerate(txt.read_text(encoding="utf-8").splitlines()) if ln.strip()]
+        if len(numbered) % 2:
+            raise EvalDataError(f"MME: {txt}: {len(numbered)} lines; the eval_tool layout has two per image")
+        seen: Counter = Counter()
+        for pos, (lineno, line) in enumerate(numbered):
+            fields = line.split("\t")
+            if len(fields) != 4:
+                raise EvalDataError(f"MME: {txt}:{lineno}: expected 'image<TAB>question<TAB>Yes|No<TAB>prediction', "
+                                    f"found {len(fields)} tab-separated fields")
+            image, question, answer, prediction = fields
+            k = seen[image]
+            seen[image] += 1
+            samples.append(Sample(
+                question_id=f"{task}/{image}#{k}", prompt=_prompt(question.strip(), prompt_style), image=None,
+                group=f"{task}/pair{pos // 2}",
+                meta={"subtask": task, "image": image, "question": question.strip(), "answer": answer.strip(),
+                      "pair": f"{task}/{pos // 2}", "prediction": prediction}))
+    if not samples:
+        raise EvalDataError(f"MME: no result lines under {root}")
+    return samples
+
+
+def embedded_predictions(samples: list[Sample]) -> dict[str, str] | None:
+    """The predictions an eval_tool results folder carries (None for the benchmark release layout)."""
+    if not samples or "prediction" not in samples[0].meta:
+        return None
+    return {s.key: s.meta["prediction"] for s in samples}
+
+
 def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = None) -> list[Sample]:
     opts = opts or {}
     if is_hub_dataset_id(data):
         return _load_hub(data, prompt_style, opts)
+    if is_eval_tool_dir(Path(data)):
+        return _load_eval_tool(Path(data), prompt_style)
     root = _find_root(Path(data))
     samples = []
     missing = []
@@ -130,8 +180,9 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     official_dir.mkdir(parents=True, exist_ok=True)
     per_task = {}
     for task, items in by_task.items():
+        # acc+ unit: the image (release layout), or the consecutive line pair (eval_tool layout, as the official tool)
         per_task[task] = mme_subtask_scores(
-            (s.meta["image"], s.meta["answer"], preds.get(s.key, "")) for s in items)
+            (s.meta.get("pair", s.meta["image"]), s.meta["answer"], preds.get(s.key, "")) for s in items)
         with open(official_dir / f"{task}.txt", "w", encoding="utf-8") as f:
             for s in items:
                 pred = " ".join(preds.get(s.key, "").replace("\t", " ").splitlines())

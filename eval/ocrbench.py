@@ -8,6 +8,11 @@ Local layout (the official release)::
     DATA/OCRBench_Images/<image_path>
 
 ``--data`` may be the folder, the json file, or a Hub dataset id (default ``echo840/OCRBench``, split ``test``).
+
+Question ids are positions: the n-th entry of ``OCRBench.json`` (or the n-th Hub row) is ``question_id`` n, counting
+from 0. The file's own ``id`` repeats across its source datasets (the same number appears under IIIT5K and IC13_857,
+for instance), and the official ``example.py`` keys nothing by it either: it walks the list in order. The released
+``id`` is kept in the per-question details as ``source_id``.
 Prompts: the question as released in both styles (the original did not evaluate OCRBench).
 """
 
@@ -42,9 +47,8 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
         store = image_store(opts)
         samples = []
         for i, row in hub_rows(ds):
-            qid = row.get("id", i)
-            samples.append(Sample(question_id=qid, prompt=row["question"], image=store.from_hub(qid, ds, i),
-                                  meta={"answers": row.get("answers", row.get("answer")),
+            samples.append(Sample(question_id=i, prompt=row["question"], image=store.from_hub(i, ds, i),
+                                  meta={"answers": row.get("answers", row.get("answer")), "source_id": row.get("id"),
                                         "dataset_name": row.get("dataset_name", row.get("dataset")),
                                         "type": row.get("type", row.get("question_type"))}))
         return samples
@@ -54,10 +58,10 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
     bases = [base / "OCRBench_Images", base.parent / "OCRBench_Images", base]
     samples = []
     for i, e in enumerate(read_json(ann)):
-        qid = e.get("id", i)
-        samples.append(Sample(question_id=qid, prompt=e["question"],
+        samples.append(Sample(question_id=i, prompt=e["question"],
                               image=(lambda n=e["image_path"]: str(resolve_image(n, bases))),
-                              meta={"answers": e["answers"], "dataset_name": e["dataset_name"], "type": e["type"]}))
+                              meta={"answers": e["answers"], "dataset_name": e["dataset_name"], "type": e["type"],
+                                    "source_id": e.get("id")}))
     return samples
 
 

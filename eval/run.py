@@ -105,8 +105,6 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
     spec = get_task(task)
     if prompt_style not in PROMPT_STYLES:
         raise EvalDataError(f"--prompt-style must be one of {PROMPT_STYLES}")
-    if model is None and predictions is None:
-        raise EvalDataError("give --model (generate) or --predictions (score an existing file)")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     opts: dict[str, Any] = dict(spec.options, split=split, hub_config=hub_config, circular=circular,
@@ -117,10 +115,20 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
     samples = apply_limit(samples, limit)
     run_info: dict[str, Any] = {"task": spec.name, "data": str(data), "prompt_style": prompt_style, "limit": limit,
                                 "questions": len(samples)}
+    # result files that carry their own predictions (MME's eval_tool layout)
+    embedded_fn = getattr(spec.module, "embedded_predictions", None)
+    embedded = embedded_fn(samples) if embedded_fn is not None else None
+    if embedded is not None and model is not None and predictions is None:
+        raise EvalDataError(f"{data} holds predictions already (a results folder); score it without --model")
+    if model is None and predictions is None and embedded is None:
+        raise EvalDataError("give --model (generate) or --predictions (score an existing file)")
 
+    pred_file = None
     if predictions is not None:
         pred_file = Path(predictions)
         run_info["predictions"] = str(pred_file)
+    elif embedded is not None:
+        run_info["predictions"] = f"embedded in {data}"
     else:
         pred_file = out / f"{spec.name}_predictions.jsonl"
         new_tokens = max_new_tokens or spec.max_new_tokens
@@ -134,7 +142,7 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
             logger.warning("%s: %d records failed to generate (ids: %s)", spec.name, stats["failed"],
                            stats.get("failed_ids", [])[:10])
 
-    preds = load_predictions(pred_file)
+    preds = load_predictions(pred_file) if pred_file is not None else embedded
     keys = {s.key for s in samples}
     unknown = sum(1 for k in preds if k not in keys)
     result = spec.module.score(samples, preds, out, opts)

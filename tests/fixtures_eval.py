@@ -196,17 +196,18 @@ def make_mmvet(root: Path) -> Path:
 # OCRBench
 # ---------------------------------------------------------------------------------------------------------------------
 
+# ids repeat, as in the released OCRBench.json (e.g. 211 is both an IIIT5K and an IC13_857 question)
 OCRBENCH = [
-    {"dataset_name": "IIIT5K", "id": 0, "image_path": "IIIT5K/3_1.png", "question": "what is written in the image?",
+    {"dataset_name": "IIIT5K", "id": 211, "image_path": "IIIT5K/3_1.png", "question": "what is written in the image?",
      "answers": ["CENTRE"], "type": "Regular Text Recognition"},
-    {"dataset_name": "WordArt", "id": 1, "image_path": "WordArt/test_2.png",
+    {"dataset_name": "WordArt", "id": 57, "image_path": "WordArt/test_2.png",
      "question": "what is written in the image?", "answers": "Lunch", "type": "Artistic Text Recognition"},
-    {"dataset_name": "docVQA", "id": 2, "image_path": "docVQA/page_1.png", "question": "What is the date?",
+    {"dataset_name": "docVQA", "id": 211, "image_path": "docVQA/page_1.png", "question": "What is the date?",
      "answers": ["March 3, 1998", "3/3/98"], "type": "Doc-oriented VQA"},
-    {"dataset_name": "HME100k", "id": 3, "image_path": "HME100k/train_5.jpg",
+    {"dataset_name": "HME100k", "id": 57, "image_path": "HME100k/train_5.jpg",
      "question": "Please write out the expression of the formula in the image using LaTeX format.",
      "answers": ["x ^ { 2 } + 1"], "type": "Handwritten Mathematical Expression Recognition"},
-    {"dataset_name": "SROIE", "id": 4, "image_path": "SROIE/x51.jpg", "question": "what is the total?",
+    {"dataset_name": "SROIE", "id": 211, "image_path": "SROIE/x51.jpg", "question": "what is the total?",
      "answers": ["12.50"], "type": "Key Information Extraction"},
 ]
 
