@@ -16,9 +16,16 @@ convention. ``--no-circular`` evaluates the original rows only ("single pass"); 
 rows is always reported too. In VLMEvalKit, images of copies may be stored as the index of the row holding the base64
 image; that is resolved.
 
-Answer extraction: VLMEvalKit's ``can_infer`` (letter as a word after stripping ``.()[],:;!*#{}``, else a unique option
-text match). The official pipeline asks a GPT judge when those heuristics fail; here such answers count as wrong
-(reported as ``unparsed``).
+Answer extraction: VLMEvalKit's ``can_infer`` (see :func:`eval.metrics.infer_option_letter`). Answers the rules cannot
+read are counted as ``unparsed``. Without a judge they count as wrong (VLMEvalKit's ``exact_matching`` policy). With
+``--judge-url`` (any OpenAI-compatible endpoint; key from ``OPENAI_API_KEY``; model ``--judge-model``, default
+VLMEvalKit's ``gpt-3.5-turbo-0125``) they go to an LLM judge as VLMEvalKit's ``extract_answer_from_item`` does
+(open-compass/VLMEvalKit ``vlmeval/dataset/utils/multiple_choice.py``, read at
+895762d302b923d9d1f24ac16a7a2cbc461bb1cf): its matching prompt (the Chinese one when the question has a CJK
+character), the judge's reply read with ``can_infer``, up to 3 tries, then a random pick among the options and "Z"
+(seeded by the row index here, so reruns agree). Circular: as VLMEvalKit's ``prefetch_circular_group``, a question
+with a rotation the rules already read wrong is wrong without asking the judge. The report gives how many answers
+the rules could not read and what the judge decided (an option, "Z", or a random pick after 3 failed tries).
 
 Prompts: ``hint\\n`` (if any) + question + ``\\nA. option`` lines. ``original`` appends LLaVA-1.5's single-prediction
 instruction ("Answer with the option's letter from the given choices directly." / "请直接回答选项字母。"), as the
@@ -33,6 +40,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,8 +59,12 @@ from .common import (
     missing_note,
 )
 from .metrics import infer_option_letter
+from .mmvet import OpenAICompatibleGrader
 
 NAME = "mmbench"
+DEFAULT_JUDGE_MODEL = "gpt-3.5-turbo-0125"  # VLMEvalKit's default judge for MMBench ("chatgpt-0125")
+JUDGE_TRIES = 3
+_CJK = re.compile("[\u4e00-\u9fa5]")
 MAX_NEW_TOKENS = 128  # the original used 1024 with the single-letter instruction; 128 is plenty for a letter
 HUB_DEFAULT = ("lmms-lab/MMBench", "en", "dev")
 CIRCULAR_OFFSET = 1_000_000
@@ -229,6 +242,59 @@ def write_submission(samples: list[Sample], preds: dict[str, str], path_stem: Pa
     return path
 
 
+# The judge's matching prompts (VLMEvalKit ``build_prompt`` / ``build_prompt_cn`` / ``build_option_str``).
+JUDGE_PROMPT_EN = (
+    "You are an AI assistant who will help me to match an answer with several options of a single-choice question. "
+    "You are provided with a question, several options, and an answer, and you need to find which option is most "
+    "similar to the answer. If the meaning of all options are significantly different from the answer, output Z. "
+    "Your should output a single uppercase character in A, B, C, D (if they are valid options), and Z. \n"
+    "Example 1: \nQuestion: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
+    "Answer: a cute teddy bear\nYour output: A\n"
+    "Example 2: \nQuestion: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
+    "Answer: Spider\nYour output: Z\n"
+    "Example 3: \nQuestion: {}?\nOptions: {}\nAnswer: {}\nYour output: "
+)
+JUDGE_PROMPT_CN = (
+    "你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。你会被提供：一个问题，多个选项，一个答案。你的任务是找到与答案意义最相近的选项。"
+    "如果所有选项的意义都与答案显著不同，则输出 Z。你应该输出一个单个的大写字母，例如 A, B, C, D（如果它们是有效选项），或 Z。"
+    "例 1:问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 一只可爱的泰迪熊\n输出: A\n"
+    "例 2: \n问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 蜘蛛\n输出: Z\n"
+    "例 3: \n问题: {}?\n选项: {}\n答案: {}\n输出: "
+)
+
+
+def judge_prompt(question: str, choices: dict[str, str], prediction: str) -> str:
+    options = "There are several options: \n" + "".join(f"{c}. {t}\n" for c, t in choices.items())
+    template = JUDGE_PROMPT_CN if _CJK.search(question) else JUDGE_PROMPT_EN
+    return template.format(question, options, prediction)
+
+
+def ask_judge(judge, question: str, choices: dict[str, str], prediction: str, seed: int) -> tuple[str, str]:
+    """(letter, how): the judge's reply read by ``can_infer`` ("option" or "Z"), retried up to 3 times; after that a
+    random pick among the options and "Z" ("random"), as VLMEvalKit does."""
+    prompt = judge_prompt(question, choices, prediction)
+    for attempt in range(JUDGE_TRIES):
+        letter = infer_option_letter(judge.ask(prompt, 0.0, attempt), choices)
+        if letter:
+            return letter, "Z" if letter == "Z" else "option"
+    return random.Random(seed).choice(list(choices) + ["Z"]), "random"
+
+
+def make_judge(opts: dict, out_dir: Path):
+    """The judge client: ``opts["judge"]`` (tests), else one for ``opts["judge_url"]``, else None (no judge)."""
+    if opts.get("judge") is not None:
+        return opts["judge"]
+    url = opts.get("judge_url")
+    if not url:
+        return None
+    import os
+
+    return OpenAICompatibleGrader(url, os.environ.get("OPENAI_API_KEY") or None,
+                                  opts.get("judge_model") or DEFAULT_JUDGE_MODEL,
+                                  cache_path=Path(out_dir) / f"{opts.get('task_name', NAME)}_judge_cache.json",
+                                  max_tokens=16)
+
+
 def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dict | None = None) -> TaskResult:
     opts = opts or {}
     task = opts.get("task_name", NAME)
@@ -237,20 +303,30 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     notes.append(f"submission written to {sub_path.name}"
                  + ("" if sub_path.suffix == ".xlsx" else " (TSV: openpyxl is not installed)"))
 
+    judge = make_judge(opts, out_dir)
+    scored = [s for s in samples if s.meta["answer"] is not None]
+    rule = {}
+    for s in scored:
+        pred = preds.get(s.key)
+        rule[s.key] = infer_option_letter(pred, s.meta["choices"]) if pred is not None else None
+    # circular: a question with a rotation the rules read wrong is decided without the judge (prefetch)
+    decided_wrong = {s.group for s in scored if rule[s.key] is not None and rule[s.key] != s.meta["answer"]}
+    unparsed = sum(1 for s in scored if s.key in preds and rule[s.key] is None)
+    decisions: dict[str, int] = {"option": 0, "Z": 0, "random": 0}
     per_row = {}
-    unparsed = 0
     group_rows: dict[int, list[bool]] = defaultdict(list)
     group_meta: dict[int, dict] = {}
     single: dict[int, bool] = {}
-    for s in samples:
-        if s.meta["answer"] is None:
-            continue
+    for s in scored:
         pred = preds.get(s.key)
-        letter = infer_option_letter(pred, s.meta["choices"]) if pred is not None else None
-        if pred is not None and letter is None:
-            unparsed += 1
+        letter, how = rule[s.key], "rule"
+        needs_judge = s.group not in decided_wrong or s.meta["index"] < CIRCULAR_OFFSET
+        if letter is None and pred is not None and judge is not None and needs_judge:
+            letter, how = ask_judge(judge, s.meta["question"], s.meta["choices"], pred, seed=s.meta["index"])
+            decisions[how] += 1
         ok = letter == s.meta["answer"]
-        per_row[s.key] = {"extracted": letter, "answer": s.meta["answer"], "correct": ok}
+        per_row[s.key] = {"extracted": letter, "by": how if letter is not None else None, "answer": s.meta["answer"],
+                          "correct": ok}
         group_rows[s.group].append(ok)
         if s.meta["index"] < CIRCULAR_OFFSET:
             single[s.group] = ok
@@ -270,6 +346,8 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     headline["single_pass_accuracy"] = (100.0 * sum(single.values()) / len(single)) if single else None
     headline["questions"] = len(group_rows)
     headline["unparsed"] = unparsed
+    if judge is not None:
+        headline["judge_asked"] = sum(decisions.values())
     main_ok = circular_ok if is_circular else single
     label = "circular" if is_circular else "single pass"
     cat_acc, cat_n = _accuracy_table(main_ok, group_meta, "category")
@@ -280,10 +358,18 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
         (f"category ({label})", ["category", "accuracy", "questions"],
          [[k, v, cat_n[k]] for k, v in cat_acc.items()]),
     ]
-    if unparsed:
-        notes.append(f"{unparsed} answers matched no option by the rule-based heuristics and count as wrong (the "
-                     "official pipeline would ask a GPT judge)")
+    judge_info = None
+    if judge is not None:
+        asked = sum(decisions.values())
+        judge_info = {"model": getattr(judge, "model", None), "asked": asked, "decisions": decisions}
+        notes.append(f"{unparsed} answers matched no option by the rules; the judge ({judge_info['model']}) was asked "
+                     f"about {asked} of them (the others belong to circular questions the rules already got wrong): "
+                     f"{decisions['option']} matched to an option, {decisions['Z']} to none (Z, wrong), "
+                     f"{decisions['random']} random picks after {JUDGE_TRIES} unreadable replies")
+    elif unparsed:
+        notes.append(f"{unparsed} answers matched no option by the rule-based heuristics and count as wrong (no "
+                     "judge; the official pipeline asks an LLM judge: --judge-url)")
     return TaskResult(task=task, headline=headline, sections=sections,
                       details={"category": cat_acc, "l2_category": l2_acc, "per_row": per_row,
-                               "circular": is_circular, "submission": sub_path.name},
+                               "circular": is_circular, "submission": sub_path.name, "judge": judge_info},
                       notes=notes)

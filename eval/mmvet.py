@@ -106,11 +106,13 @@ class GraderError(RuntimeError):
 
 
 class OpenAICompatibleGrader:
-    """Minimal chat-completions client with retries and a JSON cache."""
+    """Minimal chat-completions client with retries and a JSON cache: the one OpenAI-compatible client of ``eval/``
+    (MM-Vet's grader, MMBench's judge)."""
 
     def __init__(self, base_url: str, api_key: str | None, model: str, cache_path: Path | None = None,
-                 timeout: float = 60.0, http_retries: int = 5, retry_sleep: float = 1.0):
+                 timeout: float = 60.0, http_retries: int = 5, retry_sleep: float = 1.0, max_tokens: int = 3):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.max_tokens = max_tokens
         self.api_key = api_key
         self.model = model
         self.timeout = timeout
@@ -137,7 +139,7 @@ class OpenAICompatibleGrader:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 3,
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": self.max_tokens,
                 "temperature": temperature}
         last_err = None
         for attempt in range(self.http_retries):
@@ -157,6 +159,18 @@ class OpenAICompatibleGrader:
 
     def _cache_key(self, prompt: str) -> str:
         return hashlib.sha256(f"{self.model}\n{prompt}".encode()).hexdigest()
+
+    def ask(self, prompt: str, temperature: float = 0.0, attempt: int = 0) -> str:
+        """One chat completion (cached by model, prompt and ``attempt``, so a retry is a new call). Used by the
+        MMBench judge; MM-Vet grading goes through :meth:`grade`."""
+        key = self._cache_key(f"{prompt}\n#attempt={attempt}")
+        if key in self.cache:
+            return self.cache[key]["content"]
+        content = self._chat(prompt, temperature)
+        self.cache[key] = {"content": content, "model": self.model}
+        if self.cache_path is not None:
+            write_json(self.cache_path, self.cache)
+        return content
 
     def grade(self, question: str, answer: str, prediction: str) -> dict:
         prompt = build_grader_prompt(question, answer, prediction)

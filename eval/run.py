@@ -100,7 +100,8 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
              predictions: str | None = None, batch_size: int = 8, limit: int | None = None,
              prompt_style: str = "plain", max_new_tokens: int | None = None, device: str = "auto",
              dtype: str = "auto", split: str | None = None, hub_config: str | None = None, circular: bool = True,
-             overwrite: bool = False, progress: bool = True) -> TaskResult:
+             overwrite: bool = False, progress: bool = True, judge_url: str | None = None,
+             judge_model: str | None = None) -> TaskResult:
     """Load a benchmark, generate (unless ``predictions`` is given), score, write results. Returns the TaskResult."""
     spec = get_task(task)
     if prompt_style not in PROMPT_STYLES:
@@ -108,7 +109,7 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     opts: dict[str, Any] = dict(spec.options, split=split, hub_config=hub_config, circular=circular,
-                                task_name=spec.name, progress=progress)
+                                task_name=spec.name, progress=progress, judge_url=judge_url, judge_model=judge_model)
     opts["image_store"] = ImageStore(out / "_images" / spec.name)
     samples = spec.module.load_samples(str(data), prompt_style, opts)
     check_unique_ids(samples, spec.name)
@@ -237,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="DocVQA/ChartQA split (val/test) or the Hub split")
     p.add_argument("--hub-config", default=None, help="Hub dataset config name")
     p.add_argument("--no-circular", action="store_true", help="MMBench: original rows only (single pass)")
+    p.add_argument("--judge-url", default=None,
+                   help="MMBench: OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1; key from OPENAI_API_KEY) "
+                        "of the LLM judge that reads answers the rules cannot (VLMEvalKit's fallback); off by default")
+    p.add_argument("--judge-model", default=None, help="MMBench judge model (default gpt-3.5-turbo-0125, VLMEvalKit's)")
     p.add_argument("--overwrite", action="store_true", help="discard existing predictions in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -264,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                           batch_size=args.batch_size or 8, limit=args.limit,
                           prompt_style=args.prompt_style or "plain", max_new_tokens=args.max_new_tokens,
                           device=args.device, dtype=args.dtype, split=args.split, hub_config=args.hub_config,
-                          circular=not args.no_circular, overwrite=args.overwrite, progress=progress)
+                          circular=not args.no_circular, overwrite=args.overwrite, progress=progress,
+                          judge_url=args.judge_url, judge_model=args.judge_model)
     except (EvalDataError, GraderError, KeyError, FileNotFoundError, InferenceSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

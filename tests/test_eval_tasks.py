@@ -148,7 +148,7 @@ def test_mmbench_circular_one_rotation_wrong_is_wrong(tmp_path, circular_tsv):
     assert r.details["category"]["image_topic"] == 0.0
     assert r.details["l2_category"]["attribute_reasoning"] == 100.0
     per_row = r.details["per_row"]
-    assert per_row["1000001"] == {"extracted": "B", "answer": "A", "correct": False}
+    assert per_row["1000001"] == {"extracted": "B", "by": "rule", "answer": "A", "correct": False}
     assert per_row["2"]["extracted"] == "C"
 
 
