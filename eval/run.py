@@ -16,6 +16,7 @@ generated the predictions) and the task's own files (submissions, MME's official
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -80,10 +81,101 @@ def generate_predictions(samples: list[Sample], pred_path: Path, model_path: str
                              progress=progress)
 
 
-def _check_run_meta(meta_path: Path, pred_path: Path, meta: dict, overwrite: bool) -> None:
+# ---------------------------------------------------------------------------------------------------------------------
+# Data-parallel generation (torchrun / accelerate launch)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the variables torchrun and ``accelerate launch`` set; (0, 1, 0) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    return rank, world, int(os.environ.get("LOCAL_RANK", str(rank)) or rank)
+
+
+def _dist():
+    """torch.distributed on gloo (only barriers and small objects go through it), set up once per process."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=12))  # ranks wait for the slowest shard
+    return dist
+
+
+def part_files(out: Path, task: str) -> list[Path]:
+    return sorted(out.glob(f"{task}_predictions.part*-of-*.jsonl"))
+
+
+def merge_parts(pred_path: Path, parts: list[Path], samples: list[Sample]) -> int:
+    """Fold the per-rank parts into ``pred_path`` (benchmark order, then any other ids), atomically, and delete them.
+    Returns the number of lines taken from the parts."""
+    from .common import read_jsonl
+
+    rows: dict[str, dict] = {}
+    for path in [pred_path] + parts:
+        if path.is_file():
+            for row in read_jsonl(path):
+                if "question_id" in row:
+                    rows.setdefault(qid_key(row["question_id"]), row)
+    n_main = len(read_jsonl(pred_path)) if pred_path.is_file() else 0
+    order = [s.key for s in samples if s.key in rows]
+    order += [k for k in rows if k not in set(order)]
+    tmp = pred_path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for k in order:
+            f.write(json.dumps(rows[k], ensure_ascii=False) + "\n")
+    os.replace(tmp, pred_path)
+    for path in parts:
+        path.unlink()
+    return len(rows) - n_main
+
+
+def _generate_sharded(spec, samples: list[Sample], out: Path, pred_file: Path, meta: dict, overwrite: bool,
+                      model: str, batch_size: int, new_tokens: int, device: str, dtype: str,
+                      progress: bool) -> dict | None:
+    """Each rank generates every world-th question not yet in ``pred_file`` into its own resumable part file; rank 0
+    merges the parts into ``pred_file`` and returns the summed stats; the other ranks return None."""
+    rank, world, local_rank = dist_env()
+    dist = _dist()
+    error = [None]
+    if rank == 0:
+        try:
+            _check_run_meta(out / f"{spec.name}_run.json", pred_file, meta, overwrite, parts=part_files(out, spec.name))
+            merge_parts(pred_file, part_files(out, spec.name), samples)   # parts of an earlier, interrupted run
+        except EvalDataError as exc:
+            error[0] = str(exc)
+    dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        raise EvalDataError(error[0])
+    from .common import load_predictions as _load
+
+    done = set(_load(pred_file)) if pred_file.is_file() else set()
+    shard = [s for i, s in enumerate(samples) if i % world == rank and s.key not in done]
+    if device == "auto":
+        import torch
+
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    part = out / f"{spec.name}_predictions.part{rank}-of-{world}.jsonl"
+    logger.info("rank %d/%d: %d questions -> %s", rank, world, len(shard), part.name)
+    stats = generate_predictions(shard, part, model, batch_size, new_tokens, device, dtype,
+                                 progress and rank == 0) if shard else {"total": 0, "done": 0, "failed": 0}
+    gathered = [None] * world
+    dist.all_gather_object(gathered, {k: v for k, v in stats.items() if isinstance(v, (int, float))})
+    if rank != 0:
+        return None
+    merge_parts(pred_file, part_files(out, spec.name), samples)
+    summed = {k: sum(g.get(k, 0) for g in gathered) for k in ("total", "done", "failed", "skipped_existing")}
+    summed["processes"] = world
+    return summed
+
+
+def _check_run_meta(meta_path: Path, pred_path: Path, meta: dict, overwrite: bool,
+                    parts: list[Path] | None = None) -> None:
     """Refuse to mix predictions made with another model / prompt style / token budget into one file."""
     if overwrite:
-        for p in (pred_path, meta_path):
+        for p in [pred_path, meta_path] + list(parts or []):
             if p.exists():
                 p.unlink()
     elif meta_path.is_file() and pred_path.is_file():
@@ -101,8 +193,12 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
              prompt_style: str = "plain", max_new_tokens: int | None = None, device: str = "auto",
              dtype: str = "auto", split: str | None = None, hub_config: str | None = None, circular: bool = True,
              overwrite: bool = False, progress: bool = True, judge_url: str | None = None,
-             judge_model: str | None = None) -> TaskResult:
-    """Load a benchmark, generate (unless ``predictions`` is given), score, write results. Returns the TaskResult."""
+             judge_model: str | None = None) -> TaskResult | None:
+    """Load a benchmark, generate (unless ``predictions`` is given), score, write results. Returns the TaskResult.
+
+    Under torchrun / ``accelerate launch`` (WORLD_SIZE > 1) the questions are sharded over the processes, each writes
+    ``<task>_predictions.part<rank>-of-<world>.jsonl`` (resumable), and rank 0 merges them into
+    ``<task>_predictions.jsonl``, scores and returns the result; the other ranks return None."""
     spec = get_task(task)
     if prompt_style not in PROMPT_STYLES:
         raise EvalDataError(f"--prompt-style must be one of {PROMPT_STYLES}")
@@ -135,14 +231,24 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
         new_tokens = max_new_tokens or spec.max_new_tokens
         meta = {"model": os.path.abspath(model) if os.path.exists(model) else model, "prompt_style": prompt_style,
                 "max_new_tokens": new_tokens, "split": split, "circular": circular}
-        _check_run_meta(out / f"{spec.name}_run.json", pred_file, meta, overwrite)
-        stats = generate_predictions(samples, pred_file, model, batch_size, new_tokens, device, dtype, progress)
+        if dist_env()[1] > 1:
+            stats = _generate_sharded(spec, samples, out, pred_file, meta, overwrite, model, batch_size, new_tokens,
+                                      device, dtype, progress)
+            if stats is None:
+                return None  # not rank 0: its part is merged and scored by rank 0
+        else:
+            _check_run_meta(out / f"{spec.name}_run.json", pred_file, meta, overwrite,
+                            parts=part_files(out, spec.name))
+            merge_parts(pred_file, part_files(out, spec.name), samples)   # a data-parallel run that was killed
+            stats = generate_predictions(samples, pred_file, model, batch_size, new_tokens, device, dtype, progress)
         run_info.update(model=meta["model"], max_new_tokens=new_tokens, batch_size=batch_size,
                         predictions=str(pred_file), generation={k: v for k, v in stats.items() if k != "failed_ids"})
         if stats.get("failed"):
             logger.warning("%s: %d records failed to generate (ids: %s)", spec.name, stats["failed"],
                            stats.get("failed_ids", [])[:10])
 
+    if dist_env()[0] != 0:
+        return None  # score-only under a launcher: rank 0 scores
     preds = load_predictions(pred_file) if pred_file is not None else embedded
     keys = {s.key for s in samples}
     unknown = sum(1 for k in preds if k not in keys)
@@ -199,6 +305,8 @@ def run_suite(config_path: str, model: str | None = None, output: str | None = N
                 max_new_tokens=tcfg.get("max_new_tokens", cfg.get("max_new_tokens")), device=device, dtype=dtype,
                 split=tcfg.get("split"), hub_config=tcfg.get("hub_config"), circular=tcfg.get("circular", True),
                 overwrite=overwrite, progress=progress)
+            if result is None:  # a data-parallel rank other than 0
+                continue
             summary[spec.name] = result.headline
             for k, v in result.headline.items():
                 rows.append([spec.name, k, "n/a" if v is None else v])
@@ -207,6 +315,8 @@ def run_suite(config_path: str, model: str | None = None, output: str | None = N
             logger.error("task %s failed: %s", name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
             summary[spec.name] = {"error": str(exc)}
             rows.append([spec.name, "error", str(exc)[:200]])
+    if dist_env()[0] != 0:
+        return rows, failures
     write_json(root / "suite_results.json", summary)
     (root / "suite_results.md").write_text(markdown_table(["task", "metric", "value"], rows) + "\n", encoding="utf-8")
     return rows, failures
@@ -261,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                                        batch_size=args.batch_size, prompt_style=args.prompt_style,
                                        device=args.device, dtype=args.dtype, overwrite=args.overwrite,
                                        progress=progress)
-            print(markdown_table(["task", "metric", "value"], rows))
+            if dist_env()[0] == 0:
+                print(markdown_table(["task", "metric", "value"], rows))
             return 1 if failures else 0
         if not args.data or not args.output:
             raise EvalDataError("--data and --output are required (or --task all --config SUITE)")
@@ -274,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalDataError, GraderError, KeyError, FileNotFoundError, InferenceSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result is None:  # data-parallel rank other than 0: rank 0 merges, scores and prints
+        return 0
     print(result.to_markdown())
     print(f"results: {Path(args.output) / (get_task(args.task).name + '_results.json')}")
     return 0
