@@ -7,6 +7,14 @@
     python -m eval.run --task mme --data MME_Benchmark_release_version --predictions preds.jsonl --output out/mme
     # a whole suite, one table at the end
     python -m eval.run --task all --config eval/suite.yaml [--model DIR] [--output DIR]
+    # MME from the official eval_tool results folder (<subtask>.txt: image, question, Yes|No, prediction); no images
+    python -m eval.run --task mme --data eval_tool/Your_Results --output out/mme
+    # MMBench with VLMEvalKit's LLM-judge fallback for answers the rules cannot read (off unless --judge-url is given)
+    OPENAI_API_KEY=... python -m eval.run --task mmbench --data MMBench_DEV_EN.tsv --predictions preds.jsonl \\
+        --output out/mmbench --judge-url https://api.openai.com/v1 [--judge-model gpt-3.5-turbo-0125]
+    # data-parallel: every process takes every N-th question into its own resumable part file, rank 0 merges + scores
+    torchrun --nproc_per_node 8 -m eval.run --model DIR --task docvqa --data DocVQA --output out/docvqa
+    accelerate launch --num_processes 8 -m eval.run --model DIR --task docvqa --data DocVQA --output out/docvqa
 
 Tasks: textvqa, mme, mmbench_en (alias mmbench), mmbench_cn, mmvet, ocrbench, docvqa, chartqa. See docs/eval.md.
 Files written to OUT: <task>_predictions.jsonl, <task>_results.json, <task>_results.md, <task>_run.json (what

@@ -113,3 +113,12 @@ def test_cli_flags(tmp_path, judge_url, capsys):
                  str(tmp_path / "o"), "--no-circular", "--judge-url", judge_url, "--judge-model", "m"]) == 0
     res = json.loads((tmp_path / "o" / "mmbench_en_results.json").read_text())
     assert res["details"]["judge"]["asked"] == 3 and res["details"]["judge"]["model"] == "m"
+
+
+def test_help_shows_judge_and_data_parallel_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--judge-url" in out and "--judge-model" in out
+    assert "torchrun --nproc_per_node" in out and "accelerate launch --num_processes" in out
+    assert "eval_tool" in out
