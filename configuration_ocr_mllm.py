@@ -3,6 +3,8 @@
 feeding a causal LM. This file is copied next to the weights by `save_pretrained` and loaded with
 `trust_remote_code=True`, so it imports nothing but transformers."""
 
+import math
+
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto import CONFIG_MAPPING, AutoConfig
 
@@ -88,6 +90,23 @@ class OcrMllmConfig(PreTrainedConfig):
             image nearly the same vector (the blank background dominates), which a random LLM is slow to look past
             (measured in docs/training.md: a 3-character reading task learned within 300 steps standardised, not at
             all without). Off for the original architecture and pretrained parts.
+        high_res_patch_embed: `linear` (SAM's 16×16 patch projection, the original) or `conv` — a stem of 3×3 stride-2
+            convolutions (BatchNorm + GELU between) with the same total stride as `patch_size`, for towers trained from
+            scratch: small recognisers learn far faster from a convolutional stem than from a linear patch projection
+            (HTR-VT, SVTR; docs/training.md). Any input size.
+        high_res_stem_strides: (height, width) stride of each conv of the `conv` stem (default: log2(patch_size) convs of
+            2×2). Line readers use `[[2, 2], [2, 2], [2, 1]]`: 8 px rows, 4 px columns — text recognisers need
+            about two columns per character (measured in docs/training.md).
+        high_res_line_height: when set, the high-res view is one text line of `(high_res_line_height,
+            high_res_vision_config.image_size)` pixels (height, width) instead of a square: the image is resized to
+            this height keeping its aspect ratio and placed left-aligned on the canvas. Needs the `conv` stem and no
+            absolute position embedding in the SAM tower.
+        high_res_downsample_strides: (height, width) stride of each downsample conv (default 2×2 each, Vary's). Lines
+            use `[2, 1]` strides to merge the rows into one row of column tokens that keeps the width resolution.
+        ctc_loss_weight: weight of an auxiliary CTC loss from a linear head on the high-res column tokens (after the
+            projector) to the vocabulary plus a blank (id `vocab_size`), added to the LM loss in training. Needs line
+            geometry (one row of high-res tokens). 0 (the original): no CTC head.
+        ctc_ignore_token_ids: label ids left out of the CTC targets (the turn's closing `<|im_end|>` and newline).
         image_token / image_token_id: the placeholder the processor expands and the model fills with image features.
     """
 
@@ -109,6 +128,12 @@ class OcrMllmConfig(PreTrainedConfig):
     resampler_layer_norm_eps: float = 1e-6
     low_res_feature_select_strategy: str = "full"
     standardize_image_features: bool = False
+    high_res_patch_embed: str = "linear"
+    high_res_stem_strides: list | None = None
+    high_res_line_height: int | None = None
+    high_res_downsample_strides: list | None = None
+    ctc_loss_weight: float = 0.0
+    ctc_ignore_token_ids: list[int] | tuple[int, ...] = ()
     image_token: str = "<image>"
     image_token_id: int = 151851
     initializer_range: float = 0.02
@@ -135,6 +160,11 @@ class OcrMllmConfig(PreTrainedConfig):
         elif isinstance(self.high_res_vision_config, dict):
             self.high_res_vision_config = {"initializer_range": self.initializer_range, **self.high_res_vision_config}
         self.high_res_downsample_channels = list(self.high_res_downsample_channels)
+        if self.high_res_downsample_strides is not None:
+            self.high_res_downsample_strides = [
+                [int(s), int(s)] if isinstance(s, int) else [int(v) for v in s] for s in self.high_res_downsample_strides
+            ]
+        self.ctc_ignore_token_ids = [int(i) for i in self.ctc_ignore_token_ids]
         super().__post_init__(**kwargs)
         auto_map = dict(getattr(self, "auto_map", None) or {})
         for auto_class, reference in AUTO_MAP.items():
@@ -154,22 +184,74 @@ class OcrMllmConfig(PreTrainedConfig):
             raise ValueError(
                 f"text hidden size {self.text_config.hidden_size} is not divisible by resampler_num_heads {self.resampler_heads}"
             )
-        if self.high_res_grid_size < 1:
+        if self.high_res_patch_embed not in ("linear", "conv"):
+            raise ValueError(f"high_res_patch_embed must be 'linear' or 'conv', got {self.high_res_patch_embed!r}")
+        if self.high_res_patch_embed == "conv" and self.high_res_stem_strides is None:
+            patch = self.high_res_vision_config.patch_size
+            if patch < 2 or patch & (patch - 1):
+                raise ValueError(f"the conv stem needs a power-of-two high-res patch_size, got {patch}")
+        if self.high_res_stem_strides is not None:
+            self.high_res_stem_strides = [[int(v) for v in s] for s in self.high_res_stem_strides]
+            if self.high_res_patch_embed != "conv" or any(len(s) != 2 or min(s) < 1 for s in self.high_res_stem_strides):
+                raise ValueError("high_res_stem_strides needs high_res_patch_embed='conv' and (height, width) strides >= 1")
+        if self.high_res_downsample_strides is not None and (
+            len(self.high_res_downsample_strides) != len(self.high_res_downsample_channels)
+            or any(len(s) != 2 or min(s) < 1 for s in self.high_res_downsample_strides)
+        ):
+            raise ValueError(
+                "high_res_downsample_strides needs one (height, width) stride >= 1 per downsample conv, got "
+                f"{self.high_res_downsample_strides} for {len(self.high_res_downsample_channels)} convs"
+            )
+        if self.high_res_line_height is not None:
+            if self.high_res_patch_embed != "conv":
+                raise ValueError("high_res_line_height (line views) needs high_res_patch_embed='conv'")
+            if getattr(self.high_res_vision_config, "use_abs_pos", False):
+                raise ValueError("high_res_line_height (line views) needs high_res_vision_config.use_abs_pos=False")
+        rows, columns = self.high_res_grid_shape
+        if rows < 1 or columns < 1:
             raise ValueError("high_res_vision_config is too small for the stride-2 downsampling convs")
+        if self.ctc_loss_weight < 0:
+            raise ValueError(f"ctc_loss_weight must be >= 0, got {self.ctc_loss_weight}")
+        if self.ctc_loss_weight > 0 and rows != 1:
+            raise ValueError(f"the CTC head reads one row of high-res tokens; this geometry gives {rows} rows")
 
     @property
     def resampler_heads(self) -> int:
         return self.resampler_num_heads or max(1, self.text_config.hidden_size // 128)
 
     @property
+    def high_res_view_size(self) -> tuple[int, int]:
+        """(height, width) of a high-res view: a square (1024, 1024) or a line (line height, image_size)."""
+        width = self.high_res_vision_config.image_size
+        return (self.high_res_line_height or width, width)
+
+    @property
+    def high_res_grid_shape(self) -> tuple[int, int]:
+        """(rows, columns) of high-res tokens per view: SAM patch grid, divided by each downsample conv's stride
+        (1024/16 = 64 → 32 → 16 for Vary; a 32×640 line with patch 8 and [2,1] strides: 4×80 → 2×80 → 1×80)."""
+        patch = self.high_res_vision_config.patch_size
+        patch_h, patch_w = (patch, patch)
+        if self.high_res_stem_strides:
+            patch_h = math.prod(s[0] for s in self.high_res_stem_strides)
+            patch_w = math.prod(s[1] for s in self.high_res_stem_strides)
+        height, width = self.high_res_view_size
+        rows, columns = -(-height // patch_h), -(-width // patch_w)
+        for stride_h, stride_w in self.high_res_downsample_strides or [[2, 2]] * len(self.high_res_downsample_channels):
+            rows, columns = -(-rows // stride_h), -(-columns // stride_w)  # ceil: kernel 3, padding 1
+        return rows, columns
+
+    @property
     def high_res_grid_size(self) -> int:
-        """Side of the high-res token grid: SAM patch grid, halved by each stride-2 conv (1024/16 = 64 → 16)."""
-        hr = self.high_res_vision_config
-        return (hr.image_size // hr.patch_size) // (2 ** len(self.high_res_downsample_channels))
+        """Side of a square high-res token grid (16 at Vary's 1024 px)."""
+        rows, columns = self.high_res_grid_shape
+        if rows != columns:
+            raise ValueError(f"the high-res token grid is {rows}×{columns}, not square; use high_res_grid_shape")
+        return rows
 
     @property
     def num_high_res_tokens_per_view(self) -> int:
-        return self.high_res_grid_size**2
+        rows, columns = self.high_res_grid_shape
+        return rows * columns
 
     @property
     def num_low_res_tokens_per_image(self) -> int:

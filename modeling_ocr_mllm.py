@@ -45,9 +45,12 @@ class OcrMllmCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
     image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
         The image features that replaced the image placeholders.
+    ctc_loss (`torch.FloatTensor`, *optional*):
+        The auxiliary CTC loss (unweighted; already added to `loss` with `config.ctc_loss_weight`).
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    ctc_loss: torch.FloatTensor | None = None
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -229,14 +232,40 @@ class OcrMllmResampler(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 # High-res path after the SAM tower: Vary's two stride-2 convs, then the projector
 # --------------------------------------------------------------------------------------------------------------------
-class OcrMllmHighResDownsampler(nn.Module):
-    """Vary's net_2 / net_3: (views, 256, 64, 64) → (views, 512, 32, 32) → (views, 1024, 16, 16), no norm in between."""
+class OcrMllmConvStem(nn.Module):
+    """A convolutional patch embedding for SAM towers trained from scratch: 3×3 convs (BatchNorm + GELU between) of
+    `strides` (default log2(patch_size) convs of 2×2), (views, 3, H, W) → (views, rows, columns, hidden) as SAM's
+    patch embedding returns. Channels grow to `hidden_size` in the last conv (hidden/4 → hidden/2 → hidden)."""
 
-    def __init__(self, in_channels: int, channels: list[int]):
+    def __init__(self, num_channels: int, hidden_size: int, patch_size: int, strides: list[list[int]] | None = None):
         super().__init__()
+        strides = strides or [[2, 2]] * int(math.log2(patch_size))
+        num_convs = len(strides)
+        widths = [max(16, hidden_size // 2 ** (num_convs - 1 - index)) for index in range(num_convs)]
+        widths[-1] = hidden_size
+        layers, previous = [], num_channels
+        for index, (width, stride) in enumerate(zip(widths, strides)):
+            layers.append(nn.Conv2d(previous, width, kernel_size=3, stride=tuple(stride), padding=1, bias=False))
+            layers.append(nn.BatchNorm2d(width))
+            if index < num_convs - 1:
+                layers.append(nn.GELU())
+            previous = width
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixel_values).permute(0, 2, 3, 1)  # (views, H/patch, W/patch, hidden)
+
+
+class OcrMllmHighResDownsampler(nn.Module):
+    """Vary's net_2 / net_3: (views, 256, 64, 64) → (views, 512, 32, 32) → (views, 1024, 16, 16), no norm in between.
+    `strides` ((height, width) per conv, default 2×2) lets a line view merge its rows and keep its columns."""
+
+    def __init__(self, in_channels: int, channels: list[int], strides: list[list[int]] | None = None):
+        super().__init__()
+        strides = strides or [[2, 2]] * len(channels)
         convs, previous = [], in_channels
-        for out_channels in channels:
-            convs.append(nn.Conv2d(previous, out_channels, kernel_size=3, stride=2, padding=1, bias=False))
+        for out_channels, stride in zip(channels, strides):
+            convs.append(nn.Conv2d(previous, out_channels, kernel_size=3, stride=tuple(stride), padding=1, bias=False))
             previous = out_channels
         # conv1, conv2, ... as named attributes for readable state-dict keys
         for index, conv in enumerate(convs, start=1):
@@ -317,8 +346,15 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         if high_res_config._attn_implementation not in ("eager", "sdpa"):
             high_res_config._attn_implementation = "sdpa"
         self.high_res_vision_tower = SamVisionEncoder(high_res_config)
+        if config.high_res_patch_embed == "conv":
+            self.high_res_vision_tower.patch_embed = OcrMllmConvStem(
+                high_res_config.num_channels,
+                high_res_config.hidden_size,
+                high_res_config.patch_size,
+                config.high_res_stem_strides,
+            )
         self.high_res_downsampler = OcrMllmHighResDownsampler(
-            high_res_config.output_channels, config.high_res_downsample_channels
+            high_res_config.output_channels, config.high_res_downsample_channels, config.high_res_downsample_strides
         )
         self.high_res_projector = OcrMllmHighResProjector(
             config.high_res_projector_type, config.high_res_downsample_channels[-1], text_hidden
@@ -348,8 +384,8 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         return self.resampler(patches)  # (images, 256, D)
 
     def get_high_res_image_features(self, high_res_pixel_values: torch.Tensor) -> torch.Tensor:
-        """(views, 3, 1024, 1024) → (views, 256, D)."""
-        dtype = self.high_res_vision_tower.patch_embed.projection.weight.dtype
+        """(views, 3, 1024, 1024) → (views, 256, D); a line view (views, 3, 32, 640) → (views, 80, D), left to right."""
+        dtype = self.high_res_downsampler.conv1.weight.dtype
         neck = self.high_res_vision_tower(pixel_values=high_res_pixel_values.to(dtype)).last_hidden_state  # (views, 256, 64, 64)
         grid = self.high_res_downsampler(neck)  # (views, 1024, 16, 16)
         tokens = grid.flatten(2).transpose(1, 2)  # (views, 256, 1024), row-major over the grid
@@ -416,9 +452,8 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         (ranks gather different parameters) and DDP complains about unused parameters.
         """
         vision_size = self.config.vision_config.image_size
-        high_res_size = self.config.high_res_vision_config.image_size
         blank = inputs_embeds.new_zeros(1, 3, vision_size, vision_size)
-        blank_high_res = inputs_embeds.new_zeros(1, 3, high_res_size, high_res_size)
+        blank_high_res = inputs_embeds.new_zeros(1, 3, *self.config.high_res_view_size)
         # the stages directly, not get_image_features: a blank image must not move the running feature statistics
         features = self.get_low_res_image_features(blank).sum() + self.get_high_res_image_features(blank_high_res).sum()
         return inputs_embeds + 0.0 * features.to(inputs_embeds.dtype)
@@ -491,6 +526,12 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = OcrMllmModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        # auxiliary CTC head on the high-res column tokens: the vocabulary plus a blank (id vocab_size)
+        self.ctc_head = (
+            nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size + 1)
+            if config.ctc_loss_weight > 0
+            else None
+        )
         self.post_init()
 
     def get_input_embeddings(self):
@@ -571,7 +612,7 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, slice_indices, :])
 
-        loss = None
+        loss = ctc_loss = None
         if labels is not None:
             loss = self.loss_function(
                 logits=logits,
@@ -579,14 +620,76 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
                 vocab_size=self.config.text_config.vocab_size,
                 num_items_in_batch=num_items_in_batch,
             )
+            if self.ctc_head is not None and outputs.image_hidden_states is not None:
+                ctc_loss = self.ctc_loss(outputs.image_hidden_states, input_ids, labels, num_high_res_views)
+                loss = loss + self.config.ctc_loss_weight * ctc_loss
         return OcrMllmCausalLMOutputWithPast(
             loss=loss,
+            ctc_loss=ctc_loss,
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # CTC head (line models): training signal per column, and a reading of its own
+    # ---------------------------------------------------------------------------------------------------------------
+    def _column_tokens(self, image_features: torch.Tensor, num_images: int) -> torch.Tensor:
+        """(image tokens of the batch, D) → (images, columns, D): the high-res row of each image's line view."""
+        per_image = image_features.view(num_images, self.config.image_seq_length, -1)
+        return per_image[:, : self.config.num_high_res_tokens_per_view]
+
+    def ctc_loss(self, image_features, input_ids, labels, num_high_res_views=None) -> torch.Tensor:
+        """CTC between the column tokens of each row's image and that row's supervised answer tokens (minus
+        `config.ctc_ignore_token_ids`). Rows without an image or without answer tokens are left out."""
+        if num_high_res_views is not None and any(int(n) != 1 for n in num_high_res_views):
+            raise ValueError("the CTC head reads one line view per image; tiling is not supported with it")
+        image_rows = (input_ids == self.config.image_token_id).any(dim=1)  # (batch,)
+        num_images = image_features.shape[0] // self.config.image_seq_length
+        if num_images != int(image_rows.sum()):
+            raise ValueError(f"the CTC loss needs one image per row; got {num_images} images in {int(image_rows.sum())} rows")
+        log_probs = self.ctc_head(self._column_tokens(image_features, num_images)).float().log_softmax(-1)
+        ignore = torch.tensor([-100, *self.config.ctc_ignore_token_ids], device=labels.device)
+        targets, target_lengths, keep = [], [], []
+        for image_index, row in enumerate(image_rows.nonzero().flatten().tolist()):
+            target = labels[row][~torch.isin(labels[row], ignore)]
+            if target.numel():
+                targets.append(target)
+                target_lengths.append(target.numel())
+                keep.append(image_index)
+        if not keep:
+            return log_probs.sum() * 0.0
+        log_probs = log_probs[keep].transpose(0, 1)  # (columns, images, vocab + 1)
+        input_lengths = torch.full((len(keep),), log_probs.shape[0], dtype=torch.long)
+        return F.ctc_loss(
+            log_probs,
+            torch.cat(targets),
+            input_lengths,
+            torch.tensor(target_lengths, dtype=torch.long),
+            blank=self.config.text_config.vocab_size,
+            zero_infinity=True,
+        )
+
+    @torch.no_grad()
+    def ctc_read(self, pixel_values: torch.Tensor, high_res_pixel_values: torch.Tensor) -> list[list[int]]:
+        """Greedy CTC reading of each image's line view (best class per column, repeats merged, blanks dropped):
+        token ids per image, decoded with the tokenizer. The LLM's answer is what `generate` returns; this is the
+        auxiliary head's own reading, for comparison."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (config.ctc_loss_weight is 0)")
+        features = torch.cat(self.model.get_image_features(pixel_values, high_res_pixel_values), dim=0)
+        best = self.ctc_head(self._column_tokens(features, pixel_values.shape[0])).argmax(-1)  # (images, columns)
+        blank, readings = self.config.text_config.vocab_size, []
+        for row in best.tolist():
+            tokens, previous = [], None
+            for token in row:
+                if token != previous and token != blank:
+                    tokens.append(token)
+                previous = token
+            readings.append(tokens)
+        return readings
 
 
 OcrMllmModel.register_for_auto_class("AutoModel")

@@ -267,6 +267,19 @@ def _resize_padded(image, target: int, fill, resize, new_canvas):
     return out
 
 
+def _line_view(image, height: int, width: int, fill, resize, new_canvas):
+    """A text line at `height` px keeping its aspect ratio (squeezed to `width` when longer), left-aligned on a
+    (height, width) canvas of `fill`."""
+    source_height, source_width = _image_hw(image)
+    scaled_width = max(1, min(width, round(source_width * height / max(1, source_height))))
+    line = resize(image, scaled_width, height)
+    if scaled_width == width:
+        return line
+    canvas = new_canvas(height, width, fill)
+    canvas[:, :scaled_width] = line if _is_torch_tensor(line) or isinstance(line, np.ndarray) else np.asarray(line)
+    return canvas
+
+
 def _padded_band(side: int, target: int, start: int, length: int):
     """Input / output row ranges (in0, in1, out0, out1) of a `side → target` downscale that hold every output row
     the band [start, start + length) reaches, with in0 = out0·side/target exactly, so that resizing only those
@@ -346,6 +359,10 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
     Deterministic: no training augmentations. `pad_to_square` pads with the mean colour before resizing instead of
     stretching.
 
+    `high_res_line_height` (line readers): the high-res view is one text line of (high_res_line_height, high_res_size)
+    pixels instead of a square — the image resized to that height keeping its aspect ratio (squeezed to the width when
+    longer) and placed left-aligned on a canvas of the mean colour. No tiling then.
+
     `resize_backend`: "auto" (default) resizes bicubic / bilinear with torch's antialiased uint8 kernel — PIL's filter
     (a = -0.5, support scaled with the downscale factor), ±1 grey level from PIL on a few pixels, ~5-9x faster —
     and falls back to PIL when torch is missing or for other filters; "pil" reproduces PIL's resize exactly; "torch"
@@ -369,9 +386,11 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         min_tiles: int = 1,
         max_tiles: int = 6,
         resize_backend: str = "auto",
+        high_res_line_height: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.high_res_line_height = int(high_res_line_height) if high_res_line_height else None
         self.size = int(size)
         self.high_res_size = int(high_res_size)
         self.image_mean = list(image_mean)
@@ -396,7 +415,7 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
 
     def get_number_of_high_res_views(self, width: int, height: int, do_tiling=None, min_tiles=None, max_tiles=None) -> int:
         """Views an image of this size gets: 1 (global) plus columns·rows tiles when tiling picks more than one."""
-        if not (self.do_tiling if do_tiling is None else do_tiling):
+        if getattr(self, "high_res_line_height", None) or not (self.do_tiling if do_tiling is None else do_tiling):
             return 1
         columns, rows = self.tile_grid(width, height, min_tiles, max_tiles)
         return 1 if columns * rows == 1 else 1 + columns * rows
@@ -433,8 +452,9 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         """One image → (low view (1, 3, s, s), high-res views (n, 3, S, S)), normalised straight into fresh buffers."""
         pil = load_image(image)
         num_views = self.get_number_of_high_res_views(pil.width, pil.height, do_tiling, min_tiles, max_tiles)
+        line_height = getattr(self, "high_res_line_height", None)
         low = np.empty((1, 3, size, size), np.float32)
-        high = np.empty((num_views, 3, high_res_size, high_res_size), np.float32)
+        high = np.empty((num_views, 3, line_height or high_res_size, high_res_size), np.float32)
         mode = self._torch_resize_mode()
         if mode is not None:  # uint8 (H, W, 3) torch tensor; one copy out of PIL, no float image at full size
             source = _torch_hwc(pil)
@@ -444,11 +464,13 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             source = pil
             resize = functools.partial(_resize_pil, resample=self.resample)
             fill_canvas = _pil_canvas
-        for target, out, mean, std in (
-            (size, low[0], self.image_mean, self.image_std),
-            (high_res_size, high[0], self.high_res_image_mean, self.high_res_image_std),
+        for target, out, mean, std, is_line in (
+            (size, low[0], self.image_mean, self.image_std, False),
+            (high_res_size, high[0], self.high_res_image_mean, self.high_res_image_std, bool(line_height)),
         ):
-            if pad_to_square:
+            if is_line:
+                view = _line_view(source, line_height, high_res_size, _fill_colour(mean), resize, fill_canvas)
+            elif pad_to_square:
                 view = _resize_padded(source, target, _fill_colour(mean), resize, fill_canvas)
             else:
                 view = resize(source, target, target)
@@ -502,7 +524,9 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         data = {
             # one image (the usual inference call): its buffers are returned as they are, without a copy
             "pixel_values": _concat(low_views, (0, 3, self.size, self.size)),
-            "high_res_pixel_values": _concat(high_views, (0, 3, self.high_res_size, self.high_res_size)),
+            "high_res_pixel_values": _concat(
+                high_views, (0, 3, getattr(self, "high_res_line_height", None) or self.high_res_size, self.high_res_size)
+            ),
             "num_high_res_views": np.asarray(counts, dtype=np.int64),
         }
         return BatchFeature(data=data, tensor_type=return_tensors)

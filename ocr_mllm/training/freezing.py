@@ -12,6 +12,7 @@ high_res_downsampler     model.high_res_downsampler.*           ``--train_downsa
                                                                 pretrained with SAM; turn it on when they are fresh)
 high_res_projector       model.high_res_projector.*             trained             | trained
 language_model, lm_head  model.language_model.*, lm_head.*      frozen              | trained (full) or LoRA
+ctc_head                 ctc_head.* (line models only)          trained             | trained
 =======================  =====================================  ==========================================
 """
 
@@ -35,6 +36,7 @@ COMPONENTS = OrderedDict(
         ("high_res_projector", "model.high_res_projector."),
         ("language_model", "model.language_model."),
         ("lm_head", "lm_head."),
+        ("ctc_head", "ctc_head."),
     ]
 )
 # PEFT wraps the model: base_model.model.<our names>, LoRA weights carry lora_ in their names
@@ -53,6 +55,7 @@ class FreezePlan:
     high_res_projector: bool = True
     language_model: bool = False
     lm_head: bool = False
+    ctc_head: bool = True  # only line models with config.ctc_loss_weight > 0 have one; it trains whenever they do
 
     def trainable_components(self) -> list[str]:
         return [name for name in COMPONENTS if getattr(self, name)]
