@@ -110,6 +110,8 @@ def lora_config(model, model_args: ModelArguments, plan):
                         if isinstance(module, torch.nn.Linear)})
     target = r"model\.language_model\..*\.(" + "|".join(names) + r")"
     modules_to_save = ["resampler", "high_res_projector"]
+    if getattr(model, "ctc_head", None) is not None:
+        modules_to_save.append("ctc_head")
     if plan.high_res_downsampler:
         modules_to_save.append("high_res_downsampler")
     if plan.vision_tower:
@@ -125,6 +127,31 @@ def lora_config(model, model_args: ModelArguments, plan):
         target_modules=target,
         modules_to_save=modules_to_save,
     )
+
+
+def _trainer_class():
+    """TRL's SFTTrainer with the loss left to the model.
+
+    SFTTrainer computes the loss itself from the backbone's hidden states and the LM head (a fused log-prob kernel),
+    bypassing the model's `forward(labels=...)`: a model whose loss has more than next-token cross-entropy — our
+    line readers add a CTC loss on the image columns — would silently train without it. Here every step calls the
+    model with its labels (transformers' `Trainer.compute_loss`), and the CTC part is logged as `ctc_loss`.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class OcrMllmSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            loss, outputs = Trainer.compute_loss(
+                self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+            ctc_loss = outputs.get("ctc_loss") if isinstance(outputs, dict) else None
+            if ctc_loss is not None and model.training:
+                self._metrics["train"]["ctc_loss"].append(float(ctc_loss.detach()))
+            return (loss, outputs) if return_outputs else loss
+
+    return OcrMllmSFTTrainer
 
 
 @dataclass
@@ -147,8 +174,6 @@ def run_stage(
     save_final: bool = True,
 ) -> TrainingResult:
     """Build the model for `stage`, train it with SFTTrainer + our collator, save a complete folder (or adapter)."""
-    from trl import SFTTrainer
-
     if stage not in STAGE_CONFIGS:
         raise ValueError(f"stage must be one of {sorted(STAGE_CONFIGS)}")
     if model_args.use_peft and stage == "pretrain":
@@ -196,7 +221,7 @@ def run_stage(
             eval_dataset = filter_long_records(eval_dataset, collator, log=logger)
 
     summary_callback = TrainableParametersCallback(printer=_print_main)
-    trainer = SFTTrainer(
+    trainer = _trainer_class()(
         model=model,
         args=training_args,
         data_collator=collator,
