@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,deepspeed,convert,demo,eval,bench,dev
-APT_PACKAGES := fonts-noto-cjk fonts-dejavu fonts-wqy-zenhei tesseract-ocr tesseract-ocr-eng \
+APT_PACKAGES := fonts-noto-cjk fonts-dejavu fonts-wqy-zenhei fonts-wqy-microhei fonts-arphic-ukai fonts-arphic-uming \
+                fonts-lxgw-wenkai fonts-liberation2 fonts-freefont-ttf tesseract-ocr tesseract-ocr-eng \
                 tesseract-ocr-chi-sim tesseract-ocr-chi-tra chromium
 STAMPS := .stamps
 QUICKSTART_DIR ?= out/quickstart

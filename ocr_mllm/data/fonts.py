@@ -1,16 +1,24 @@
 """Font discovery for the synthetic OCR data generator.
 
-Only a fixed set of font families is used, so that the output depends on which Debian font packages are installed and
-not on whatever else happens to be in ``/usr/share/fonts``:
+Only the families of a fixed table are used, so that the output depends on which Debian font packages are installed
+and not on whatever else happens to be in ``/usr/share/fonts``. Sans, serif, monospace and brush (Kai) styles:
 
-* ``fonts-dejavu``: DejaVu Sans / Serif / Sans Mono / Condensed (Latin text),
-* ``fonts-noto-cjk``: Noto Sans CJK, Noto Serif CJK and Noto Sans Mono CJK; from each ``.ttc`` collection the face whose
-  name contains ``SC`` is used for Simplified Chinese and the one whose name contains ``TC`` for Traditional Chinese
-  (the JP/KR/HK faces are skipped). Their Latin glyphs are also used for English text.
-* ``fonts-wqy-zenhei``: WenQuanYi Zen Hei (covers both Simplified and Traditional characters).
+=================================  ======================  =====================================================
+family (regular expression)        scripts                 Debian package
+=================================  ======================  =====================================================
+DejaVu Sans / Serif / Sans Mono    Latin                   fonts-dejavu (also Condensed)
+Liberation Sans / Serif / Mono     Latin                   fonts-liberation2
+FreeSans / FreeSerif / FreeMono    Latin                   fonts-freefont-ttf
+Noto Sans / Serif / Sans Mono CJK  SC: Hans + Latin,       fonts-noto-cjk (the JP / KR / HK faces are skipped)
+                                   TC: Hant + Latin
+WenQuanYi Zen Hei / Micro Hei      Hans + Hant + Latin     fonts-wqy-zenhei, fonts-wqy-microhei
+AR PL UKai / UMing CN              Hans                    fonts-arphic-ukai (brush Kai), fonts-arphic-uming (Ming)
+AR PL UKai / UMing TW              Hant                    (idem)
+LXGW WenKai                        Hans                    fonts-lxgw-wenkai (brush Kai)
+=================================  ======================  =====================================================
 
 Glyph coverage is read from each face's ``cmap`` table with fontTools, so text is only ever rendered with a face that
-has every character (no "tofu" boxes).
+has every character (no "tofu" boxes). ``OCR_MLLM_FONT_DIRS`` adds directories to search (before the system ones).
 """
 
 from __future__ import annotations
@@ -44,8 +52,22 @@ SCRIPT_PACKAGES = {
     HANT: "fonts-noto-cjk (or fonts-wqy-zenhei)",
 }
 
-_DEJAVU_FILE = re.compile(r"^DejaVu(Sans|Serif|SansMono|SansCondensed|SerifCondensed)(-(Bold|Oblique|Italic|BoldOblique|BoldItalic))?\.ttf$")
-_CJK_FILE = re.compile(r"^(NotoSansCJK|NotoSerifCJK|NotoSansMonoCJK)[-\w]*\.(ttc|otf)$|^wqy-zenhei\.ttc$")
+_FONT_FILE = re.compile(r"\.(ttf|ttc|otf)$", re.IGNORECASE)
+# (family name pattern, scripts); the first match wins, unknown families are not used
+FAMILY_SCRIPTS: Tuple[Tuple["re.Pattern[str]", FrozenSet[str]], ...] = tuple(
+    (re.compile(pattern), frozenset(scripts))
+    for pattern, scripts in (
+        (r"^DejaVu (Sans|Serif|Sans Mono)( Condensed)?$",        {LATIN}),
+        (r"^Liberation (Sans|Serif|Mono)$",                      {LATIN}),
+        (r"^Free(Sans|Serif|Mono)$",                             {LATIN}),
+        (r"^Noto (Sans|Serif|Sans Mono) CJK SC$",                {HANS, LATIN}),
+        (r"^Noto (Sans|Serif|Sans Mono) CJK TC$",                {HANT, LATIN}),
+        (r"^WenQuanYi (Zen Hei|Zen Hei Mono|Micro Hei)$",        {HANS, HANT, LATIN}),
+        (r"^AR PL (UKai|UMing) CN$",                             {HANS}),
+        (r"^AR PL (UKai|UMing) TW$",                             {HANT}),
+        (r"^LXGW WenKai$",                                       {HANS}),
+    )
+)
 
 
 class FontNotFoundError(RuntimeError):
@@ -85,15 +107,12 @@ def _font_dirs() -> List[str]:
     return dirs + list(DEFAULT_FONT_DIRS)
 
 
-def _classify_cjk_face(family: str) -> Optional[FrozenSet[str]]:
-    if "WenQuanYi Zen Hei" in family:
-        return frozenset({HANS, HANT, LATIN})
-    tokens = family.split()
-    if "SC" in tokens:
-        return frozenset({HANS, LATIN})
-    if "TC" in tokens:
-        return frozenset({HANT, LATIN})
-    return None  # JP / KR / HK faces are not used
+def family_scripts(family: str) -> Optional[FrozenSet[str]]:
+    """Scripts a family is used for (FAMILY_SCRIPTS), None for families outside the table."""
+    for pattern, scripts in FAMILY_SCRIPTS:
+        if pattern.match(family):
+            return scripts
+    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,33 +125,24 @@ def _scan(dirs: Tuple[str, ...]) -> Tuple[FontFace, ...]:
         for dirpath, dirnames, filenames in os.walk(root_dir):
             dirnames.sort()
             for fname in sorted(filenames):
+                if not _FONT_FILE.search(fname):
+                    continue
                 path = os.path.join(dirpath, fname)
-                if _DEJAVU_FILE.match(fname):
+                index = 0
+                while True:
                     try:
-                        font = ImageFont.truetype(path, 12)
+                        font = ImageFont.truetype(path, 12, index=index)
                     except OSError:
-                        continue
+                        break
                     family, style = font.getname()
+                    scripts = family_scripts(family)
                     key = (family, style)
-                    if key not in seen_names:
+                    if scripts and key not in seen_names:
                         seen_names.add(key)
-                        faces.append(FontFace(path, 0, family, style or "", frozenset({LATIN})))
-                elif _CJK_FILE.match(fname):
-                    index = 0
-                    while True:
-                        try:
-                            font = ImageFont.truetype(path, 12, index=index)
-                        except OSError:
-                            break
-                        family, style = font.getname()
-                        scripts = _classify_cjk_face(family)
-                        key = (family, style)
-                        if scripts and key not in seen_names:
-                            seen_names.add(key)
-                            faces.append(FontFace(path, index, family, style or "", scripts))
-                        index += 1
-                        if not fname.endswith(".ttc"):
-                            break
+                        faces.append(FontFace(path, index, family, style or "", scripts))
+                    index += 1
+                    if not fname.lower().endswith(".ttc"):
+                        break
     faces.sort(key=lambda f: (f.family, f.style, f.path, f.index))
     return tuple(faces)
 

@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .fonts import FontFace, check_fonts, common_codepoints, get_font
+from .fonts import FontFace, check_fonts, face_codepoints, get_font
 from .render import (
     Augment,
     Background,
@@ -58,6 +58,13 @@ AUGMENT_LEVELS = ("none", "light", "full")
 QA_TYPES = ("full_ocr", "read_line", "read_region", "kv", "table_cell", "caption", "scene_attr")
 ENGLISH_QUESTION_RATE = 0.2
 SPLITS = ("train", "heldout")
+# varied: several phrasings in the image's language; fixed: the first phrasing in the image's language; blind: the
+# first phrasing, in English or Chinese at random whatever the image's script (no language hint in the question)
+PROMPT_STYLES = ("varied", "fixed", "blind")
+# Families kept out of the shipped reader's training data, so benchmarks can measure reading in unseen fonts
+# (one Latin serif, the Ming faces of both Chinese scripts)
+UNSEEN_FONT_FAMILIES = ("Liberation Serif", "AR PL UMing CN", "AR PL UMing TW")
+FONT_SPLITS = ("all", "seen", "unseen")
 FORMAT_VERSION = 1
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -173,6 +180,8 @@ class GeneratorConfig:
     augment: str = "full"
     prompts: str = "varied"
     cjk_characters: Optional[int] = None  # Chinese text from the N most frequent characters only (None: all common)
+    max_chars_cjk: Optional[int] = None  # longest Chinese line of the line task (None: max_chars)
+    fonts: str = "all"  # all | seen (UNSEEN_FONT_FAMILIES left out: training data) | unseen (only those)
 
     def validate(self) -> "GeneratorConfig":
         self.languages = tuple(self.languages)
@@ -195,8 +204,12 @@ class GeneratorConfig:
             raise ValueError("image_size must be in [128, 4096]")
         if self.augment not in AUGMENT_LEVELS:
             raise ValueError(f"augment must be one of {AUGMENT_LEVELS}")
-        if self.prompts not in ("varied", "fixed"):
-            raise ValueError("prompts must be 'varied' or 'fixed'")
+        if self.prompts not in PROMPT_STYLES:
+            raise ValueError(f"prompts must be one of {PROMPT_STYLES}")
+        if self.fonts not in FONT_SPLITS:
+            raise ValueError(f"fonts must be one of {FONT_SPLITS}")
+        if self.max_chars_cjk is not None and self.max_chars_cjk < 4:
+            raise ValueError("max_chars_cjk must be >= 4")
         if self.cjk_characters is not None and self.cjk_characters < 100:
             raise ValueError("cjk_characters must be >= 100 (fewer leave too few words to draw from)")
         return self
@@ -243,14 +256,23 @@ class _Retry(Exception):
 
 
 @functools.lru_cache(maxsize=None)
-def _language_faces(language: str) -> Tuple[FontFace, ...]:
-    return check_fonts([language])[language]
+def _language_faces(language: str, fonts: str = "all") -> Tuple[FontFace, ...]:
+    """The faces of `language`: all of them, or only the families kept out of training (`unseen`) or the others."""
+    faces = check_fonts([language])[language]
+    if fonts == "all":
+        return faces
+    unseen = tuple(f for f in faces if f.family in UNSEEN_FONT_FAMILIES)
+    chosen = unseen if fonts == "unseen" else tuple(f for f in faces if f.family not in UNSEEN_FONT_FAMILIES)
+    if not chosen:
+        raise ValueError(f"no {fonts} font for {language}: install the font packages of `make setup`")
+    return chosen
 
 
 @functools.lru_cache(maxsize=None)
 def _text_source(language: str, pool: str, cjk_characters: Optional[int] = None) -> TextSource:
-    faces = _language_faces(language)
-    cps = common_codepoints(faces) if language != "en" else None
+    # Chinese text uses the characters some face has (every line is then drawn with a face that has all of its
+    # characters); independent of the font split, so seen- and unseen-font lines come from the same text distribution
+    cps = frozenset().union(*(face_codepoints(f) for f in _language_faces(language))) if language != "en" else None
     return TextSource(language, pool, codepoints=cps, cjk_characters=cjk_characters)
 
 
@@ -261,11 +283,14 @@ class _Ctx:
         self.lang = language
         self.zh = language != "en"
         self.src = _text_source(language, "train" if split == "train" else "heldout", cfg.cjk_characters)
-        self.faces = _language_faces(language)
+        self.faces = _language_faces(language, cfg.fonts)
         self.min_size = 14 if self.zh else 12
         # Questions are asked in the image's language; Chinese images get an English question 20% of the time
         # (never with --prompts fixed).
-        self.qzh = self.zh and (cfg.prompts == "fixed" or rng.random() >= ENGLISH_QUESTION_RATE)
+        if cfg.prompts == "blind":
+            self.qzh = rng.random() < 0.5
+        else:
+            self.qzh = self.zh and (cfg.prompts == "fixed" or rng.random() >= ENGLISH_QUESTION_RATE)
 
     # text helpers
     def loc(self, pair: Tuple[str, str]) -> str:
@@ -274,8 +299,10 @@ class _Ctx:
 
     def question(self, kind: str, **kw) -> str:
         bank = QUESTIONS[kind]["zh" if self.qzh else "en"]
-        template = bank[0] if self.cfg.prompts == "fixed" else self.rng.choice(bank)
+        template = bank[0] if self.cfg.prompts in ("fixed", "blind") else self.rng.choice(bank)
         kw.setdefault("box", "{box}")
+        if self.cfg.prompts == "blind":  # Simplified for every script: the question must not name the script
+            return template.format(**kw)
         return (localize(template, self.lang) if self.qzh else template).format(**kw)
 
     def qloc(self, pair: Tuple[str, str]) -> str:
@@ -411,7 +438,7 @@ def _width(face: FontFace, size: int, text: str) -> float:
 
 def _layout_line(ctx: _Ctx):
     rng, cfg = ctx.rng, ctx.cfg
-    text = ctx.src.line(rng, cfg.max_chars)
+    text = ctx.src.line(rng, cfg.max_chars_cjk if ctx.zh and cfg.max_chars_cjk else cfg.max_chars)
     face = ctx.pick_face([text])
     size = ctx.size(0.045, 0.085)
     l, t, r, b = get_font(face, size).getbbox(text, anchor="la")
@@ -1155,7 +1182,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=40, help="maximum characters per text line (line and page tasks)")
     p.add_argument("--image-size", type=int, default=512, help="base image size in pixels (page width; maximum line width)")
     p.add_argument("--augment", choices=AUGMENT_LEVELS, default="full", help="augmentation strength")
-    p.add_argument("--prompts", choices=("varied", "fixed"), default="varied", help="question phrasing")
+    p.add_argument("--prompts", choices=PROMPT_STYLES, default="varied",
+                   help="question phrasing (blind: one question, English or Chinese at random, for every script)")
+    p.add_argument("--max-chars-cjk", type=int, default=None, help="longest Chinese line of the line task (default: --max-chars)")
+    p.add_argument("--fonts", choices=FONT_SPLITS, default="all",
+                   help="font families: all, seen (without UNSEEN_FONT_FAMILIES) or unseen (only those)")
     p.add_argument("--cjk-characters", type=int, default=None,
                    help="Chinese words from the N most frequent characters only (default: all common characters)")
     p.add_argument("--no-hf", action="store_true", help="do not write the HF dataset under OUTPUT/hf")
@@ -1179,6 +1210,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         augment=args.augment,
         prompts=args.prompts,
         cjk_characters=args.cjk_characters,
+        max_chars_cjk=args.max_chars_cjk,
+        fonts=args.fonts,
     )
     try:
         cfg.validate()

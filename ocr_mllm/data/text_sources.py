@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import json
 import os
 import random
 import re
@@ -65,8 +66,43 @@ def localize(text: str, language: str) -> str:
     return to_traditional(text) if language == "zh-Hant" else text
 
 
+WORD_LISTS_ENV = "OCR_MLLM_WORD_LISTS"
+
+
+@functools.lru_cache(maxsize=None)
+def _word_lists_snapshot() -> Optional[dict]:
+    """The word lists written by :func:`write_word_lists`, when ``$OCR_MLLM_WORD_LISTS`` names such a file: a machine
+    without wordfreq and jieba (a GPU box with no package index) then generates the same text."""
+    path = os.environ.get(WORD_LISTS_ENV)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            snapshot = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"{WORD_LISTS_ENV}={path}: cannot read the word lists ({error})") from error
+    missing = {"english_words", "simplified_chinese_words", "chinese_character_ranking"} - set(snapshot)
+    if missing:
+        raise RuntimeError(f"{WORD_LISTS_ENV}={path}: missing {sorted(missing)}")
+    return snapshot
+
+
+def write_word_lists(path: str) -> None:
+    """Write the word lists (English words, Simplified words, Chinese characters by frequency) the generator draws
+    from, for machines without wordfreq / jieba (``$OCR_MLLM_WORD_LISTS``)."""
+    snapshot = {
+        "english_words": list(english_words()),
+        "simplified_chinese_words": list(simplified_chinese_words()),
+        "chinese_character_ranking": list(chinese_character_ranking()),
+    }
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(snapshot, handle, ensure_ascii=False)
+
+
 @functools.lru_cache(maxsize=None)
 def english_words() -> Tuple[str, ...]:
+    if _word_lists_snapshot() is not None:
+        return tuple(_word_lists_snapshot()["english_words"])
     import wordfreq
 
     words = [w for w in wordfreq.top_n_list("en", EN_VOCAB_SIZE) if _EN_WORD.fullmatch(w)]
@@ -94,6 +130,8 @@ def _jieba_dict_words() -> Tuple[str, ...]:
 @functools.lru_cache(maxsize=None)
 def simplified_chinese_words() -> Tuple[str, ...]:
     """Simplified Chinese words (wordfreq first, by frequency, then jieba's dictionary), common characters only."""
+    if _word_lists_snapshot() is not None:
+        return tuple(_word_lists_snapshot()["simplified_chinese_words"])
     import wordfreq
 
     wf = [w for w in wordfreq.top_n_list("zh", ZH_WORDFREQ_SIZE) if _CJK_WORD.fullmatch(w) and len(w) <= 4]
@@ -108,8 +146,16 @@ def simplified_chinese_words() -> Tuple[str, ...]:
 
 @functools.lru_cache(maxsize=None)
 def frequent_chinese_characters(n: int) -> FrozenSet[str]:
-    """The ``n`` most frequent Simplified Chinese characters: each character scores the summed wordfreq frequency of
+    """The ``n`` most frequent Simplified Chinese characters."""
+    return frozenset(chinese_character_ranking()[:n])
+
+
+@functools.lru_cache(maxsize=None)
+def chinese_character_ranking() -> Tuple[str, ...]:
+    """Simplified Chinese characters, most frequent first: each character scores the summed wordfreq frequency of
     the words it occurs in."""
+    if _word_lists_snapshot() is not None:
+        return tuple(_word_lists_snapshot()["chinese_character_ranking"])
     import wordfreq
 
     score: dict = {}
@@ -118,7 +164,7 @@ def frequent_chinese_characters(n: int) -> FrozenSet[str]:
             frequency = wordfreq.word_frequency(word, "zh")
             for char in word:
                 score[char] = score.get(char, 0.0) + frequency
-    return frozenset(sorted(score, key=lambda c: (-score[c], c))[:n])
+    return tuple(sorted(score, key=lambda c: (-score[c], c)))
 
 
 @functools.lru_cache(maxsize=None)
