@@ -66,52 +66,147 @@ PRESETS: dict[str, dict] = {
         "resampler_num_heads": 2,
         "tokenizer_vocab_size": 512,
     },
+    # "tiny" with the line-reader options (conv stem, 32 × 64 line view → 16 column tokens, CTC head): tests.
+    "tiny-line": {
+        "text_config": {
+            "model_type": "qwen2",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+        },
+        "vision_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+            "position_embedding_grid_size": 2,
+        },
+        "high_res_vision_config": {
+            "model_type": "sam_vision_model",
+            "hidden_size": 32,
+            "output_channels": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "mlp_dim": 64,
+            "image_size": 64,
+            "patch_size": 8,
+            "window_size": 4,
+            "global_attn_indexes": [],
+            "use_abs_pos": False,
+            "initializer_range": 0.02,
+        },
+        "high_res_patch_embed": "conv",
+        "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],
+        "high_res_line_height": 32,
+        "high_res_downsample_channels": [32, 64],
+        "high_res_downsample_strides": [[2, 1], [2, 1]],
+        "ctc_loss_weight": 1.0,
+        "resampler_num_queries": 4,
+        "resampler_num_heads": 2,
+        "tokenizer_vocab_size": 512,
+    },
     "original": {"tokenizer_vocab_size": None},
-    # CPU quickstart (scripts/quickstart.py): small enough for hundreds of steps in minutes on 2 cores.
-    # High-res view 256 px → SAM patch grid 16x16 → two stride-2 convs (as in the original) → 4x4 = 16 tokens; low-res
-    # view 112 px → 8x8 patches → 16 Resampler queries; 32 image tokens per image into a 4-layer, 256-wide LLM.
-    # Image features are standardised (see OcrMllmConfig.standardize_image_features): everything starts random here.
+    # Line readers trained from scratch (scripts/quickstart.py; docs/training.md "line readers"): the high-res view is
+    # one text line of 32 × line-width px; a conv stem (stride 8) gives 4 rows of SAM tokens, two [2, 1]-stride convs
+    # merge them into one row of width/8 column tokens that keeps the width resolution; an auxiliary CTC head on those
+    # columns gives every position a training signal. The low-res path (ViT → Resampler) stays, at 4 tokens.
     "quickstart": {
         "text_config": {
             "model_type": "qwen2",
             "hidden_size": 256,
             "intermediate_size": 768,
-            "num_hidden_layers": 4,
+            "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "num_key_value_heads": 4,
-            "max_position_embeddings": 1024,
+            "max_position_embeddings": 512,
             "rms_norm_eps": 1e-6,
             "tie_word_embeddings": False,
         },
         "vision_config": {
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 112,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
             "patch_size": 14,
-            "position_embedding_grid_size": 8,
+            "position_embedding_grid_size": 2,
         },
         "high_res_vision_config": {
             "model_type": "sam_vision_model",
             "hidden_size": 128,
             "output_channels": 128,
-            "num_hidden_layers": 3,
+            "num_hidden_layers": 2,
             "num_attention_heads": 4,
-            "mlp_dim": 512,
-            "image_size": 256,
-            "patch_size": 16,
-            "window_size": 8,
-            "global_attn_indexes": [2],
-            # SamVisionConfig's default (1e-10) is meant for loading pretrained SAM weights; trained from scratch
-            # the tower would start dead (outputs ~1e-20, no gradient)
+            "mlp_dim": 384,
+            "image_size": 640,  # the line canvas width; its height is high_res_line_height
+            "patch_size": 8,
+            "window_size": 4,
+            "global_attn_indexes": [],  # windowed only: SAM's global attention with relative positions costs 4x a windowed block on 640 tokens
+            "use_abs_pos": False,
             "initializer_range": 0.02,
         },
-        "high_res_downsample_channels": [256, 256],
-        "standardize_image_features": True,
-        "resampler_num_queries": 16,
+        "high_res_patch_embed": "conv",
+        "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],  # 8 px rows, 4 px columns
+        "high_res_line_height": 32,
+        "high_res_downsample_channels": [128, 256],
+        "high_res_downsample_strides": [[2, 1], [2, 1]],
+        "ctc_loss_weight": 1.0,
+        "resampler_num_queries": 4,
         "resampler_num_heads": 4,
-        "tokenizer_vocab_size": 2048,
+        "tokenizer_vocab_size": 1024,
+    },
+    # The shipped reader (models/reader-mini): the quickstart's geometry, wider and deeper, 800-px lines (100 columns).
+    "reader-mini": {
+        "text_config": {
+            "model_type": "qwen2",
+            "hidden_size": 384,
+            "intermediate_size": 1152,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 6,
+            "num_key_value_heads": 6,
+            "max_position_embeddings": 512,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+        },
+        "vision_config": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 28,
+            "patch_size": 14,
+            "position_embedding_grid_size": 2,
+        },
+        "high_res_vision_config": {
+            "model_type": "sam_vision_model",
+            "hidden_size": 192,
+            "output_channels": 192,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 6,
+            "mlp_dim": 576,
+            "image_size": 800,
+            "patch_size": 8,
+            "window_size": 4,
+            "global_attn_indexes": [3],
+            "use_abs_pos": False,
+            "initializer_range": 0.02,
+        },
+        "high_res_patch_embed": "conv",
+        "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],  # 8 px rows, 4 px columns
+        "high_res_line_height": 32,
+        "high_res_downsample_channels": [384, 384],
+        "high_res_downsample_strides": [[2, 1], [2, 1]],
+        "ctc_loss_weight": 1.0,
+        "resampler_num_queries": 4,
+        "resampler_num_heads": 6,
+        "tokenizer_vocab_size": 6400,  # ~5,000 characters (3,500 Simplified + Taiwan forms + Latin) and byte pairs
     },
 }
 
@@ -139,6 +234,7 @@ def build_processor(tokenizer, config: OcrMllmConfig, **image_processor_kwargs) 
     image_processor = OcrMllmImageProcessor(
         size=vision.image_size,
         high_res_size=config.high_res_vision_config.image_size,
+        high_res_line_height=config.high_res_line_height,
         image_mean=image_processor_kwargs.pop("image_mean", OPENAI_CLIP_MEAN),
         image_std=image_processor_kwargs.pop("image_std", OPENAI_CLIP_STD),
         high_res_image_mean=image_processor_kwargs.pop("high_res_image_mean", IMAGENET_MEAN),
@@ -221,6 +317,10 @@ def build_tiny_folder(output_dir: str | Path, seed: int = 0, tokenizer=None, pre
     config = build_config(
         preset, vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
     )
+    if config.ctc_loss_weight > 0:  # the turn's end is the LM's to predict; the CTC head reads the line only
+        config.ctc_ignore_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in (IM_END, ENDOFTEXT)] + [
+            i for i in tokenizer("\n", add_special_tokens=False)["input_ids"]
+        ]
     # the tokenizer's ids, so trainers need not "align" the config (TRL warns when it does)
     config.text_config.pad_token_id = tokenizer.pad_token_id
     config.text_config.eos_token_id = tokenizer.eos_token_id

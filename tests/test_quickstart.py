@@ -1,5 +1,6 @@
-"""scripts/quickstart.py (the `make quickstart` job) runs end to end on a tiny budget: data → tokenizer → model →
-stage 1 → stage 2 → held-out table → streamed answer → a model folder that loads in a fresh process."""
+"""scripts/quickstart.py (the `make quickstart` job) runs end to end on a tiny budget: data → tokenizer → line-reader
+model → one training stage → held-out tables (generated answers, CTC head, Chinese question) → streamed answer → a
+model folder that loads in a fresh process."""
 
 import json
 import subprocess
@@ -15,30 +16,33 @@ REPO = Path(__file__).resolve().parent.parent
 def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "qs"
     command = [sys.executable, str(REPO / "scripts" / "quickstart.py"), "--output", str(out), "--steps", "4",
-               "--pretrain-steps", "2", "--num-samples", "240", "--eval-samples", "9", "--batch-size", "4",
-               "--threads", "1"]
+               "--num-samples", "240", "--eval-samples", "9", "--batch-size", "4", "--threads", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Held-out reading (greedy):" in result.stdout and "answer (streamed):" in result.stdout
+    assert "Held-out lines, question" in result.stdout and "answer (streamed):" in result.stdout
+    assert "CTC head CER" in result.stdout
 
     results = json.loads((out / "results.json").read_text())
-    assert (results["steps"]["stage1"], results["steps"]["stage2"]) == (2, 4)
-    assert set(results["table"]) == {"en", "zh-Hans", "zh-Hant", "all"}
-    for entry in results["table"].values():
-        assert entry["n"] > 0 and 0.0 <= entry["exact_match"] <= 1.0 and entry["cer"] >= 0.0
+    assert results["steps"] == 4
+    for table in ("table", "ctc_table", "table_chinese_question"):
+        assert set(results[table]) == {"en", "zh-Hans", "zh-Hant", "all"}
+        for entry in results[table].values():
+            assert entry["n"] > 0 and 0.0 <= entry["exact_match"] <= 1.0 and entry["cer"] >= 0.0
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == results["table"]["all"]["n"]
 
-    # the data really is the quickstart's: lines of <= 8 characters, Chinese from the 300 most frequent characters
+    # the data really is the quickstart's: English <= 40 characters, Chinese <= 12 from the 300 most frequent
+    # characters, one question for every script
     meta = json.loads((out / "data" / "meta.json").read_text())
-    assert meta["config"]["max_chars"] == 8 and meta["config"]["cjk_characters"] == 300
+    assert (meta["config"]["max_chars"], meta["config"]["max_chars_cjk"], meta["config"]["cjk_characters"]) == (40, 12, 300)
+    assert meta["config"]["prompts"] == "blind"
 
     # the trained folder is complete and loads with trust_remote_code in a fresh process
     check = (
         "import sys; from transformers import AutoModelForImageTextToText, AutoProcessor; "
         "m = AutoModelForImageTextToText.from_pretrained(sys.argv[1], trust_remote_code=True); "
         "AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True); "
-        "assert m.config.standardize_image_features and m.model.image_feature_norm.num_batches_tracked.item() > 0; "
+        "assert m.ctc_head is not None and m.config.high_res_line_height == 32; "
         "print(type(m).__module__)"
     )
     loaded = subprocess.run([sys.executable, "-c", check, results["model_dir"]], capture_output=True, text=True,
