@@ -16,7 +16,7 @@ QUICKSTART_DIR ?= out/quickstart
 .PHONY: help setup apt test test-fast quickstart bench clean
 
 help:
-	@echo "make quickstart  train a small reader from scratch on synthetic lines (CPU, ~9 min), print held-out CER"
+	@echo "make quickstart  train a line reader from scratch on synthetic lines (CPU, 15 min), print held-out CER"
 	@echo "make test        install everything and run the test suite"
 	@echo "make bench       run the benchmarks (writes bench/results/)"
 

@@ -128,7 +128,7 @@ def find_model(explicit: str | None) -> tuple[Path | None, str]:
     for candidate in (QUICKSTART / "stage2", QUICKSTART / "model", QUICKSTART):
         if (candidate / "config.json").exists():
             return candidate, "found under out/quickstart"
-    return None, ("no quickstart model: run `make quickstart` (scripts/quickstart.py, ~12 min on 2 cores) "
+    return None, ("no quickstart model: run `make quickstart` (scripts/quickstart.py, 15 min on 2 cores) "
                   "before `make bench`, or pass --model DIR")
 
 
@@ -139,15 +139,16 @@ def find_data(explicit: str | None, quick: bool, samples: int) -> tuple[Path, st
         return _render_quick_lines(Path(tempfile.mkdtemp(prefix="ocr_bench_"))), "three lines rendered here (smoke test)"
     if (QUICKSTART / "data" / "heldout.json").exists():
         return QUICKSTART / "data", "the quickstart's held-out split (words never seen in its training)"
-    # same generator settings as the quickstart (line task, ≤ 8 characters, 300 Chinese characters, no augmentation,
-    # fixed prompt)
+    # same generator settings as the quickstart (line task, en ≤ 40 / zh ≤ 12 characters, 300 Chinese characters,
+    # light augmentation, one question for every script)
     from ocr_mllm.data import GeneratorConfig, generate_dataset
 
     out = REPO / "out" / "bench" / "ocr_heldout"
     total = max(6, 2 * samples)
     if not (out / "heldout.json").exists():
         config = GeneratorConfig(num_samples=total, languages=LANGUAGES, tasks=("line",), seed=1234, heldout_fraction=0.5,
-                                 max_chars=8, augment="none", prompts="fixed", cjk_characters=300)
+                                 max_chars=40, max_chars_cjk=12, augment="light", prompts="blind",
+                                 cjk_characters=300)
         generate_dataset(str(out), config, workers=2, progress=False, write_hf=False, overwrite=True)
     return out, "generated here with the quickstart's generator settings (seed 1234; no quickstart data found)"
 

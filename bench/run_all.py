@@ -5,7 +5,7 @@
     python -m bench.run_all --quick              # tiny sizes, into bench/results/quick/ (smoke test)
     python -m bench.run_all --only image_processing model_speed
     python -m bench.run_all --update-docs        # also rewrite the generated table in docs/bench.md
-    python -m bench.run_all --build-quickstart   # train the quickstart model first if out/quickstart has none (~12 min)
+    python -m bench.run_all --build-quickstart   # train the quickstart model first if out/quickstart has none (15 min)
     python -m bench.run_all --device cuda        # on a GPU (model_speed and our OCR model use it)
 
 Steps: image_processing, model_speed, ocr_quality (ours), plus bench/train_throughput.py (training engineer) and
@@ -383,7 +383,7 @@ def main(argv=None):
     parser.add_argument("--summary-only", action="store_true",
                         help="run nothing: re-render summary.md (and docs with --update-docs) from the existing results")
     parser.add_argument("--build-quickstart", action="store_true",
-                        help="if out/quickstart has no trained model, run scripts/quickstart.py first (~12 min)")
+                        help="if out/quickstart has no trained model, run scripts/quickstart.py first (15 min)")
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir) if args.output_dir else (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)

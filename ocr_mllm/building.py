@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # Model sizes by name. "tiny" is for tests (loads and generates on CPU in well under a second); "original" is the
 # architecture of OCR_MLLM_TOY (Qwen-14B, Qwen-VL ViT-bigG, SAM ViT-B) and is meant to be filled from pretrained parts.
+# Line readers keep the low-res path (ViT → Resampler) at its smallest: a 28-px view, 2 × 2 patches, 4 queries.
+LINE_LOW_RES_VIEW = {"num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
+                     "position_embedding_grid_size": 2}
 PRESETS: dict[str, dict] = {
     "tiny": {
         "text_config": {
@@ -66,52 +69,6 @@ PRESETS: dict[str, dict] = {
         "resampler_num_heads": 2,
         "tokenizer_vocab_size": 512,
     },
-    # "tiny" with the line-reader options (conv stem, 32 × 64 line view → 16 column tokens, CTC head): tests.
-    "tiny-line": {
-        "text_config": {
-            "model_type": "qwen2",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-        },
-        "vision_config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 28,
-            "patch_size": 14,
-            "position_embedding_grid_size": 2,
-        },
-        "high_res_vision_config": {
-            "model_type": "sam_vision_model",
-            "hidden_size": 32,
-            "output_channels": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "mlp_dim": 64,
-            "image_size": 64,
-            "patch_size": 8,
-            "window_size": 4,
-            "global_attn_indexes": [],
-            "use_abs_pos": False,
-            "initializer_range": 0.02,
-        },
-        "high_res_patch_embed": "conv",
-        "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],
-        "high_res_line_height": 32,
-        "high_res_downsample_channels": [32, 64],
-        "high_res_downsample_strides": [[2, 1], [2, 1]],
-        "ctc_loss_weight": 1.0,
-        "resampler_num_queries": 4,
-        "resampler_num_heads": 2,
-        "tokenizer_vocab_size": 512,
-    },
     "original": {"tokenizer_vocab_size": None},
     # Line readers trained from scratch (scripts/quickstart.py; docs/training.md "line readers"): the high-res view is
     # one text line of 32 × line-width px; a conv stem (stride 8) gives 4 rows of SAM tokens, two [2, 1]-stride convs
@@ -129,15 +86,7 @@ PRESETS: dict[str, dict] = {
             "rms_norm_eps": 1e-6,
             "tie_word_embeddings": False,
         },
-        "vision_config": {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 28,
-            "patch_size": 14,
-            "position_embedding_grid_size": 2,
-        },
+        "vision_config": {**LINE_LOW_RES_VIEW, "hidden_size": 64, "intermediate_size": 128},
         "high_res_vision_config": {
             "model_type": "sam_vision_model",
             "hidden_size": 128,
@@ -162,53 +111,41 @@ PRESETS: dict[str, dict] = {
         "resampler_num_heads": 4,
         "tokenizer_vocab_size": 1024,
     },
-    # The shipped reader (models/reader-mini): the quickstart's geometry, wider and deeper, 800-px lines (100 columns).
-    "reader-mini": {
-        "text_config": {
-            "model_type": "qwen2",
-            "hidden_size": 384,
-            "intermediate_size": 1152,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 6,
-            "num_key_value_heads": 6,
-            "max_position_embeddings": 512,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": False,
-        },
-        "vision_config": {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 28,
-            "patch_size": 14,
-            "position_embedding_grid_size": 2,
-        },
-        "high_res_vision_config": {
-            "model_type": "sam_vision_model",
-            "hidden_size": 192,
-            "output_channels": 192,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 6,
-            "mlp_dim": 576,
-            "image_size": 800,
-            "patch_size": 8,
-            "window_size": 4,
-            "global_attn_indexes": [3],
-            "use_abs_pos": False,
-            "initializer_range": 0.02,
-        },
-        "high_res_patch_embed": "conv",
-        "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],  # 8 px rows, 4 px columns
-        "high_res_line_height": 32,
-        "high_res_downsample_channels": [384, 384],
-        "high_res_downsample_strides": [[2, 1], [2, 1]],
-        "ctc_loss_weight": 1.0,
-        "resampler_num_queries": 4,
-        "resampler_num_heads": 6,
-        "tokenizer_vocab_size": 6400,  # ~5,000 characters (3,500 Simplified + Taiwan forms + Latin) and byte pairs
-    },
 }
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` applied, nested dicts merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# "tiny" with the line-reader options (conv stem, 32 × 64 line view → 16 column tokens, CTC head): tests.
+PRESETS["tiny-line"] = _merged(PRESETS["tiny"], {
+    "vision_config": {**LINE_LOW_RES_VIEW, "hidden_size": 32, "intermediate_size": 64},
+    "high_res_vision_config": {"num_hidden_layers": 1, "image_size": 64, "patch_size": 8, "window_size": 4,
+                               "global_attn_indexes": [], "use_abs_pos": False},
+    "high_res_patch_embed": "conv",
+    "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],
+    "high_res_line_height": 32,
+    "high_res_downsample_strides": [[2, 1], [2, 1]],
+    "ctc_loss_weight": 1.0,
+    "resampler_num_queries": 4,
+    "tokenizer_vocab_size": 512,
+})
+
+# The size meant for a shipped reader: the quickstart's geometry, wider and deeper, 800-px lines (200 columns).
+PRESETS["reader-mini"] = _merged(PRESETS["quickstart"], {
+    "text_config": {"hidden_size": 384, "intermediate_size": 1152, "num_hidden_layers": 4, "num_attention_heads": 6,
+                    "num_key_value_heads": 6},
+    "high_res_vision_config": {"hidden_size": 192, "output_channels": 192, "num_hidden_layers": 4,
+                               "num_attention_heads": 6, "mlp_dim": 576, "image_size": 800, "global_attn_indexes": [3]},
+    "high_res_downsample_channels": [384, 384],
+    "resampler_num_heads": 6,
+    "tokenizer_vocab_size": 6400,  # ~5,000 characters (3,500 Simplified + Taiwan forms + Latin) and byte pairs
+})
 
 
 def build_config(preset: str, vocab_size: int, image_token_id: int, **overrides) -> OcrMllmConfig:

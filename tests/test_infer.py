@@ -153,3 +153,22 @@ def test_image_folder_input(tiny_model_dir, tmp_path, capsys):
     rows = _read(out)
     assert sorted(r["id"] for r in rows) == ["a.jpg", "b.png", "c.webp"]
     assert all(r["question"] == "OCR this." for r in rows)
+
+
+def test_batched_file_answers_follow_their_images(reading_model, tmp_path, capsys):
+    """On a model that reads (tests/_reading_model.py) every batched prediction is the word its own image shows:
+    a batch that mixed up images between rows would fail here, which the random tiny model cannot show."""
+    from tests._reading_model import QUESTION
+
+    folder, images, words = reading_model
+    order = [3, 0, 6, 1, 7, 2, 5, 4, 0, 6]  # repeats and a batch of 8 plus a remainder of 2
+    records = [{"id": f"w{i}", "image": str(images[k]), "question": QUESTION} for i, k in enumerate(order)]
+    data = tmp_path / "words.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for batch_size in ("8", "1"):
+        out = tmp_path / f"b{batch_size}.jsonl"
+        stats = _run(["--model", str(folder), "--input", str(data), "--output", str(out), "--batch-size", batch_size,
+                      *COMMON], capsys)
+        assert stats["done"] == len(records)
+        got = {r["id"]: r["prediction"] for r in _read(out)}
+        assert [got[f"w{i}"] for i in range(len(order))] == [words[k] for k in order]
