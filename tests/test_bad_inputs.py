@@ -346,6 +346,22 @@ def test_training_on_a_damaged_model_folder_fails_clearly(model_copy, tmp_path, 
     assert rc == 2 and str(weights) in line and "truncated" in line
 
 
+
+def test_training_does_not_run_foreign_code_without_the_flag(model_copy, tmp_path, capsys):
+    """A Hub id or a folder with Python files that are not ours: training refuses unless --trust_remote_code."""
+    from ocr_mllm.training.pipeline import main
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _training_data import write_jsonl
+
+    (model_copy / "helper.py").write_text("raise SystemExit('foreign code ran')\n")
+    data = str(write_jsonl(tmp_path / "data"))
+    for source in (str(model_copy), "someone/some-model"):
+        rc = main("sft", ["--model_name_or_path", source, "--dataset", data, "--output_dir", str(tmp_path / "out"),
+                          "--max_steps", "1", "--report_to", "none"])
+        line = _one_line(capsys.readouterr().err)
+        assert rc == 2 and "--trust-remote-code" in line and source in line
+
 # ----------------------------------------------------------------------------------------------------------------------
 # front-ends
 # ----------------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ocr_mllm.folders import FolderError, check_model_folder
+from ocr_mllm.folders import FolderError
 
 from .arguments import DataArguments, ModelArguments, OcrMllmTrainingConfig, PretrainConfig, SftConfig
 from .callbacks import TrainableParametersCallback
@@ -77,18 +77,23 @@ def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmT
     dtype = model_args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if training_args.bf16 and not _is_deepspeed(training_args) else "float32"
-    kwargs = {"trust_remote_code": True, "dtype": _DTYPES[dtype], "revision": model_args.model_revision}
+    from ocr_mllm.inference.loading import InferenceSetupError, resolve_model_source
+
+    # this project's local folders are trusted; a Hub id or foreign Python files need SFTConfig's --trust_remote_code
+    try:  # a damaged folder or foreign code: one line naming the folder or file, not a traceback
+        _, trust = resolve_model_source(model_args.model_name_or_path, True if training_args.trust_remote_code else None)
+    except InferenceSetupError as exc:
+        raise FolderError(str(exc)) from None
+    kwargs = {"trust_remote_code": trust, "dtype": _DTYPES[dtype], "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    if os.path.isdir(model_args.model_name_or_path):  # a damaged folder: one line naming the file, not a traceback
-        check_model_folder(model_args.model_name_or_path)
     quantization = _check_quantization(model_args)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **kwargs)
     processor = AutoProcessor.from_pretrained(
-        model_args.model_name_or_path, trust_remote_code=True, revision=model_args.model_revision
+        model_args.model_name_or_path, trust_remote_code=trust, revision=model_args.model_revision
     )
     model.config.use_cache = False
     if hasattr(model.config, "text_config"):
