@@ -107,6 +107,9 @@ class OcrMllmConfig(PreTrainedConfig):
             projector) to the vocabulary plus a blank (id `vocab_size`), added to the LM loss in training. Needs line
             geometry (one row of high-res tokens). 0 (the original): no CTC head.
         ctc_ignore_token_ids: label ids left out of the CTC targets (the turn's closing `<|im_end|>` and newline).
+        ctc_decoding_weight: λ of joint CTC/attention decoding in `generate` (Watanabe et al. 2017, as ESPnet's speech
+            recognisers decode): each candidate token is scored `(1 - λ) log p_LLM + λ Δ log p_CTC-prefix`, so the
+            LLM's answer stays consistent with what the CTC head sees in the line (and cannot loop). 0: the LLM alone.
         image_token / image_token_id: the placeholder the processor expands and the model fills with image features.
     """
 
@@ -134,6 +137,7 @@ class OcrMllmConfig(PreTrainedConfig):
     high_res_downsample_strides: list | None = None
     ctc_loss_weight: float = 0.0
     ctc_ignore_token_ids: list[int] | tuple[int, ...] = ()
+    ctc_decoding_weight: float = 0.0
     image_token: str = "<image>"
     image_token_id: int = 151851
     initializer_range: float = 0.02
@@ -212,6 +216,8 @@ class OcrMllmConfig(PreTrainedConfig):
             raise ValueError("high_res_vision_config is too small for the stride-2 downsampling convs")
         if self.ctc_loss_weight < 0:
             raise ValueError(f"ctc_loss_weight must be >= 0, got {self.ctc_loss_weight}")
+        if not 0.0 <= self.ctc_decoding_weight <= 1.0:
+            raise ValueError(f"ctc_decoding_weight must be in [0, 1], got {self.ctc_decoding_weight}")
         if self.ctc_loss_weight > 0 and rows != 1:
             raise ValueError(f"the CTC head reads one row of high-res tokens; this geometry gives {rows} rows")
 

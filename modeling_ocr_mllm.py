@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, LogitsProcessor, LogitsProcessorList, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionEncoder, SamVisionLayer
+from transformers.utils import torch_compilable_check
 
 try:  # as a trust_remote_code module (package-relative) ...
     from .configuration_ocr_mllm import OcrMllmConfig, OcrMllmVisionConfig, _parse_projector_type
@@ -35,9 +36,12 @@ class OcrMllmModelOutputWithPast(BaseModelOutputWithPast):
     r"""
     image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
         The image features that replaced the image placeholders.
+    image_outputs (`BaseModelOutputWithPooling`, *optional*):
+        `get_image_features`' output: `pooler_output` holds each image's `(tokens_i, hidden_size)` features.
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 @dataclass
@@ -45,11 +49,14 @@ class OcrMllmCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
     image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
         The image features that replaced the image placeholders.
+    image_outputs (`BaseModelOutputWithPooling`, *optional*):
+        `get_image_features`' output: `pooler_output` holds each image's `(tokens_i, hidden_size)` features.
     ctc_loss (`torch.FloatTensor`, *optional*):
         The auxiliary CTC loss (unweighted; already added to `loss` with `config.ctc_loss_weight`).
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
     ctc_loss: torch.FloatTensor | None = None
 
 
@@ -396,15 +403,16 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         pixel_values: torch.Tensor,
         high_res_pixel_values: torch.Tensor,
         num_high_res_views: torch.Tensor | list[int] | None = None,
-    ) -> list[torch.Tensor]:
+    ) -> BaseModelOutputWithPooling:
         """Per image: [high-res tokens of each of its views (global view first, then tiles) ; low-res tokens].
 
-        Returns a list with one `(num_image_tokens_i, D)` tensor per image.
+        Returns `BaseModelOutputWithPooling` (as transformers' VLMs): `pooler_output` is a tuple with one
+        `(num_image_tokens_i, D)` tensor per image, `last_hidden_state` their concatenation `(image tokens, D)`.
         """
         num_images = pixel_values.shape[0]
         if num_high_res_views is None:
             num_high_res_views = [1] * num_images
-        num_high_res_views = [int(n) for n in num_high_res_views]
+        num_high_res_views = [int(n) for n in num_high_res_views]  # split sizes: needed on the host anyway
         if len(num_high_res_views) != num_images or sum(num_high_res_views) != high_res_pixel_values.shape[0]:
             raise ValueError(
                 f"num_high_res_views {num_high_res_views} does not match {num_images} low-res images and "
@@ -415,7 +423,8 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         if self.image_feature_norm is not None:
             low, high = self.standardize_image_features(low, high)
         high_per_image = torch.split(high, num_high_res_views, dim=0)
-        return [torch.cat([views.flatten(0, 1), low[i]], dim=0) for i, views in enumerate(high_per_image)]
+        per_image = tuple(torch.cat([views.flatten(0, 1), low[i]], dim=0) for i, views in enumerate(high_per_image))
+        return BaseModelOutputWithPooling(last_hidden_state=torch.cat(per_image, dim=0), pooler_output=per_image)
 
     def standardize_image_features(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero mean, unit variance per channel over every image token of the batch (running statistics in eval)."""
@@ -436,13 +445,15 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
             special_image_mask = (inputs_embeds == image_embed).all(-1)
         else:
             special_image_mask = input_ids == self.config.image_token_id
-        n_image_tokens = int(special_image_mask.sum())
-        if n_image_tokens != image_features.shape[0]:
-            raise ValueError(
-                f"Image features and image tokens do not match: {n_image_tokens} image placeholder tokens in the text "
-                f"but {image_features.shape[0]} image features. Each image needs exactly "
+        n_image_tokens = special_image_mask.sum()
+        torch_compilable_check(  # no host synchronisation unless the check fails
+            n_image_tokens == image_features.shape[0],
+            lambda: (
+                f"Image features and image tokens do not match: {int(n_image_tokens)} image placeholder tokens in the "
+                f"text but {image_features.shape[0]} image features. Each image needs exactly "
                 f"config.num_image_tokens(views) placeholders (use the processor to expand `{self.config.image_token}`)."
-            )
+            ),
+        )
         return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
     def _zero_image_contribution(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -482,12 +493,10 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (batch, seq, D)
 
-        image_features = None
+        image_features = image_outputs = None
         if pixel_values is not None:
-            image_features = torch.cat(
-                self.get_image_features(pixel_values, high_res_pixel_values, num_high_res_views), dim=0
-            )  # (image tokens, D)
-            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            image_outputs = self.get_image_features(pixel_values, high_res_pixel_values, num_high_res_views)
+            image_features = image_outputs.last_hidden_state.to(inputs_embeds.device, inputs_embeds.dtype)  # (tokens, D)
             image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
         elif self.training and torch.is_grad_enabled():
@@ -516,7 +525,90 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
+            image_outputs=image_outputs,
         )
+
+
+class OcrMllmCtcPrefixScorer(LogitsProcessor):
+    """Joint CTC/attention decoding (Watanabe et al. 2017, "Hybrid CTC/Attention Architecture for End-to-End Speech
+    Recognition"; ESPnet's `CTCPrefixScore`): every candidate token `c` of a row is scored
+
+        (1 - λ) · log p_LLM(c | prefix) + λ · (log p_CTC(prefix + c ...) - log p_CTC(prefix ...))
+
+    where p_CTC(g ...) is the CTC head's probability that the line's reading starts with `g`, and for an end-of-answer
+    token the probability that it is exactly `g`. Rows without an image keep the LLM's scores.
+
+    ctc_log_probs: (images, columns, vocab + 1) log-probabilities of the CTC head, blank last; image_rows: the batch
+    row of each image; prompt_length: the prompt's length (left-padded batch).
+    """
+
+    def __init__(self, ctc_log_probs: torch.Tensor, image_rows: torch.Tensor, weight: float, eos_token_ids: list[int],
+                 ignore_token_ids: list[int], prompt_length: int):
+        self.log_probs = ctc_log_probs.float()  # (R, T, V + 1)
+        self.rows, self.weight, self.prompt_length = image_rows, weight, prompt_length
+        self.vocab = ctc_log_probs.shape[-1] - 1
+        self.eos = torch.tensor(eos_token_ids, dtype=torch.long, device=ctc_log_probs.device)
+        self.ignore = torch.tensor(ignore_token_ids, dtype=torch.long, device=ctc_log_probs.device)
+        num_rows, num_columns = ctc_log_probs.shape[:2]
+        # the empty prefix: all blanks so far (r_b), never ended on a symbol (r_n)
+        self.r_blank = ctc_log_probs[..., self.vocab].float().cumsum(1)  # (R, T)
+        self.r_symbol = torch.full_like(self.r_blank, self._NEG)
+        self.last = torch.full((num_rows,), -1, dtype=torch.long, device=ctc_log_probs.device)
+        self.prefix_score = torch.zeros(num_rows, device=ctc_log_probs.device)
+        self.empty = True
+        self.candidate_scores = None
+
+    _NEG = -1e30  # log 0, finite so that differences stay defined
+
+    def _extend(self, candidates: torch.Tensor, with_blank_paths: bool = False):
+        """Prefix + each candidate (R, K) → (log p_CTC(prefix + c ...) (R, K), and with_blank_paths the new r_symbol,
+        r_blank (R, T, K))."""
+        x, blank_column = self.log_probs, self.log_probs[..., self.vocab]  # (R, T, V + 1), (R, T)
+        ended = torch.logaddexp(self.r_symbol, self.r_blank)  # (R, T)
+        repeat = candidates == self.last[:, None]  # (R, K): a repeated symbol must be separated by a blank
+        r_symbol = torch.full(candidates.shape, self._NEG, device=x.device)
+        if self.empty:
+            r_symbol = x[:, 0].gather(1, candidates)
+        score = r_symbol.clone()
+        symbols, blanks = [r_symbol], [torch.full(candidates.shape, self._NEG, device=x.device)]
+        for t in range(1, x.shape[1]):
+            phi = torch.where(repeat, self.r_blank[:, t - 1, None], ended[:, t - 1, None])  # (R, K)
+            emit = x[:, t].gather(1, candidates)  # (R, K)
+            score = torch.logaddexp(score, phi + emit)
+            r_symbol = torch.logaddexp(r_symbol, phi) + emit
+            if with_blank_paths:
+                blanks.append(torch.logaddexp(blanks[-1], symbols[-1]) + blank_column[:, t, None])
+                symbols.append(r_symbol)
+        if not with_blank_paths:
+            return score, None, None
+        return score, torch.stack(symbols, 1), torch.stack(blanks, 1)
+
+    def _advance(self, chosen: torch.Tensor):
+        """The prefix grew by `chosen` (R,): carry its paths forward (finished rows keep theirs)."""
+        active = ~torch.isin(chosen, self.eos) & (chosen < self.vocab) & ~torch.isin(chosen, self.ignore)
+        score, r_symbol, r_blank = self._extend(chosen.clamp(max=self.vocab - 1)[:, None], with_blank_paths=True)
+        keep = active[:, None]
+        self.r_symbol = torch.where(keep, r_symbol[..., 0], self.r_symbol)
+        self.r_blank = torch.where(keep, r_blank[..., 0], self.r_blank)
+        self.prefix_score = torch.where(active, score[:, 0], self.prefix_score)
+        self.last = torch.where(active, chosen, self.last)
+        self.empty = False if bool(active.any()) else self.empty
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] > self.prompt_length:
+            self._advance(input_ids[self.rows, -1])
+        num_rows, vocab = len(self.rows), scores.shape[-1]
+        candidates = torch.arange(self.vocab, device=scores.device).expand(num_rows, -1)
+        prefix_scores, _, _ = self._extend(candidates)  # (R, V)
+        ctc = torch.full((num_rows, vocab), self._NEG, device=scores.device)
+        ctc[:, : self.vocab] = prefix_scores - self.prefix_score[:, None]
+        finished = torch.logaddexp(self.r_symbol[:, -1], self.r_blank[:, -1]) - self.prefix_score  # (R,)
+        ctc[:, self.eos] = finished[:, None]
+        ctc[:, self.ignore[~torch.isin(self.ignore, self.eos)]] = self._NEG
+        joint = (1 - self.weight) * scores[self.rows].float().log_softmax(-1) + self.weight * ctc
+        scores = scores.clone()
+        scores[self.rows] = joint.to(scores.dtype).clamp(min=torch.finfo(scores.dtype).min)
+        return scores
 
 
 class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
@@ -559,7 +651,7 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
     def high_res_vision_tower(self):
         return self.model.high_res_vision_tower
 
-    def get_image_features(self, pixel_values, high_res_pixel_values, num_high_res_views=None):
+    def get_image_features(self, pixel_values, high_res_pixel_values, num_high_res_views=None) -> BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, high_res_pixel_values, num_high_res_views)
 
     def forward(
@@ -609,17 +701,22 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
-
-        loss = ctc_loss = None
-        if labels is not None:
+        loss = ctc_loss = logits = None
+        if labels is not None and self.training:
+            # training: logits only where a token is supervised (the answer), as fused-loss kernels do; the full
+            # (batch, seq, vocab) tensor costs more than the LLM itself for small models with long image sequences
+            loss = self.supervised_token_loss(hidden_states, labels, num_items_in_batch)
+        else:
+            slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
+        if labels is not None and loss is None:
             loss = self.loss_function(
                 logits=logits,
                 labels=labels,
                 vocab_size=self.config.text_config.vocab_size,
                 num_items_in_batch=num_items_in_batch,
             )
+        if labels is not None:
             if self.ctc_head is not None and outputs.image_hidden_states is not None:
                 ctc_loss = self.ctc_loss(outputs.image_hidden_states, input_ids, labels, num_high_res_views)
                 loss = loss + self.config.ctc_loss_weight * ctc_loss
@@ -631,7 +728,49 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            image_outputs=outputs.image_outputs,
         )
+
+    def generate(self, inputs: torch.Tensor | None = None, ctc_decoding_weight: float | None = None, **kwargs):
+        """`GenerationMixin.generate`, with joint CTC/attention decoding for models with a CTC head and
+        `ctc_decoding_weight` (default `config.ctc_decoding_weight`) > 0: see `OcrMllmCtcPrefixScorer`."""
+        weight = self.config.ctc_decoding_weight if ctc_decoding_weight is None else ctc_decoding_weight
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        scorer = self._ctc_prefix_scorer(input_ids, kwargs, weight)
+        if scorer is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), scorer])
+        return super().generate(inputs, **kwargs)
+
+    def _ctc_prefix_scorer(self, input_ids, kwargs: dict, weight: float) -> "OcrMllmCtcPrefixScorer | None":
+        if weight <= 0 or self.ctc_head is None or input_ids is None or kwargs.get("high_res_pixel_values") is None:
+            return None
+        image_rows = (input_ids == self.config.image_token_id).any(dim=1).nonzero().flatten()  # (images,)
+        num_views = kwargs.get("num_high_res_views")
+        num_images = kwargs["pixel_values"].shape[0]
+        if num_images != len(image_rows) or (num_views is not None and any(int(n) != 1 for n in num_views)):
+            return None  # CTC scores one line view per row: several images in a row, or tiles, get the LLM alone
+        with torch.no_grad():
+            features = self.model.get_image_features(kwargs["pixel_values"], kwargs["high_res_pixel_values"])
+            features = features.last_hidden_state
+            log_probs = self.ctc_head(self._column_tokens(features, num_images)).float().log_softmax(-1)
+        config = kwargs.get("generation_config") or self.generation_config
+        eos = kwargs.get("eos_token_id", config.eos_token_id)
+        eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+        return OcrMllmCtcPrefixScorer(log_probs, image_rows, weight, eos, self.config.ctc_ignore_token_ids,
+                                      prompt_length=input_ids.shape[1])
+
+    def supervised_token_loss(self, hidden_states, labels, num_items_in_batch=None) -> torch.Tensor:
+        """The causal LM loss of `self.loss_function` (next-token cross-entropy, -100 ignored, summed over
+        `num_items_in_batch` when given, else averaged), from the LM head applied to the supervised positions only."""
+        targets = labels[:, 1:].to(hidden_states.device)  # (batch, seq - 1): position i predicts token i + 1
+        supervised = targets != -100
+        logits = self.lm_head(hidden_states[:, :-1][supervised]).float()  # (supervised tokens, vocab)
+        loss = F.cross_entropy(logits, targets[supervised], reduction="sum")
+        if num_items_in_batch is None:
+            return loss / supervised.sum().clamp(min=1)
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        return loss / num_items_in_batch
 
     # ---------------------------------------------------------------------------------------------------------------
     # CTC head (line models): training signal per column, and a reading of its own
@@ -679,7 +818,7 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         auxiliary head's own reading, for comparison."""
         if self.ctc_head is None:
             raise ValueError("this model has no CTC head (config.ctc_loss_weight is 0)")
-        features = torch.cat(self.model.get_image_features(pixel_values, high_res_pixel_values), dim=0)
+        features = self.model.get_image_features(pixel_values, high_res_pixel_values).last_hidden_state
         best = self.ctc_head(self._column_tokens(features, pixel_values.shape[0])).argmax(-1)  # (images, columns)
         blank, readings = self.config.text_config.vocab_size, []
         for row in best.tolist():

@@ -62,10 +62,17 @@ def test_forward_adds_the_ctc_loss_and_trains_the_stem():
     pixels = torch.randn(2, 3, 28, 28)
     high = torch.randn(2, 3, 32, 64)
     out = model(input_ids=ids, labels=labels, pixel_values=pixels, high_res_pixel_values=high)
-    without_ctc = model(input_ids=ids, labels=labels, pixel_values=pixels, high_res_pixel_values=high)
     assert out.ctc_loss is not None and torch.isfinite(out.ctc_loss) and out.ctc_loss > 0
-    lm_only = model.loss_function(logits=without_ctc.logits, labels=labels, vocab_size=config.text_config.vocab_size)
+    # training computes the LM head on the supervised positions only: the same loss as transformers' on full logits
+    assert out.logits is None
+    hidden = model.model(input_ids=ids, pixel_values=pixels, high_res_pixel_values=high).last_hidden_state
+    vocab = config.text_config.vocab_size
+    lm_only = model.loss_function(logits=model.lm_head(hidden), labels=labels, vocab_size=vocab)
     torch.testing.assert_close(out.loss, lm_only + out.ctc_loss)
+    summed = model(input_ids=ids, labels=labels, pixel_values=pixels, high_res_pixel_values=high, num_items_in_batch=4)
+    torch.testing.assert_close(summed.loss - summed.ctc_loss,
+                               model.loss_function(logits=model.lm_head(hidden), labels=labels, vocab_size=vocab,
+                                                   num_items_in_batch=4))
     out.loss.backward()
     assert stem.layers[0].weight.grad.abs().sum() > 0
     readings = model.ctc_read(pixels, high)
@@ -73,7 +80,7 @@ def test_forward_adds_the_ctc_loss_and_trains_the_stem():
 
 
 def test_line_view_keeps_the_aspect_ratio_left_aligned():
-    from processing_ocr_mllm import OcrMllmImageProcessor
+    from image_processing_ocr_mllm import OcrMllmImageProcessor
 
     processor = OcrMllmImageProcessor(size=28, high_res_size=64, high_res_line_height=32)
     image = Image.fromarray(np.zeros((10, 10, 3), np.uint8))  # black square → 32 × 32 on a 32 × 64 line

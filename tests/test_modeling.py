@@ -155,7 +155,7 @@ def test_logits_to_keep_and_image_features_order(model_processor):
     with torch.no_grad():
         full = model(**inputs).logits
         last = model(**inputs, logits_to_keep=1).logits
-        features = model.get_image_features(inputs["pixel_values"], inputs["high_res_pixel_values"])[0]
+        features = model.get_image_features(inputs["pixel_values"], inputs["high_res_pixel_values"]).pooler_output[0]
         high = model.model.get_high_res_image_features(inputs["high_res_pixel_values"])[0]
         low = model.model.get_low_res_image_features(inputs["pixel_values"])[0]
     assert last.shape[1] == 1 and torch.allclose(last[:, -1], full[:, -1], atol=1e-5)
@@ -229,7 +229,7 @@ def test_linear_projector_and_clip_tower():
     model = OcrMllmForConditionalGeneration(config).eval()
     assert [name for name, _ in model.model.high_res_projector.layers.named_children()] == ["0"]
     features = model.get_image_features(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64))
-    assert [tuple(f.shape) for f in features] == [(1 + 4, 32)] * 2  # 64/16=4 → 1x1 after two convs, + 4 queries
+    assert [tuple(f.shape) for f in features.pooler_output] == [(1 + 4, 32)] * 2  # 64/16=4 → 1x1 after two convs, + 4 queries
 
 
 def test_high_res_tower_built_from_scratch_is_not_dead():
@@ -261,7 +261,7 @@ def test_standardized_image_features(tmp_path):
     torch.manual_seed(0)
     pixels, high_res = torch.randn(3, 3, 56, 56), torch.randn(3, 3, 128, 128)
     model.train()
-    features = torch.cat(model.get_image_features(pixels, high_res))  # (3 × tokens, D)
+    features = model.get_image_features(pixels, high_res).last_hidden_state  # (3 × tokens, D)
     assert torch.allclose(features.mean(0), torch.zeros(features.shape[1]), atol=1e-4)
     assert torch.allclose(features.var(0, unbiased=False), torch.ones(features.shape[1]), atol=1e-2)
     assert norm.num_batches_tracked.item() == 1
@@ -280,16 +280,16 @@ def test_standardized_image_features(tmp_path):
         norm.running_var + norm.eps
     )
     with torch.no_grad():
-        got = model.get_image_features(pixels[:1], high_res[:1])[0]
+        got = model.get_image_features(pixels[:1], high_res[:1]).pooler_output[0]
     assert torch.allclose(got, expected, atol=1e-5)
 
     model.save_pretrained(tmp_path / "saved")
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "saved", trust_remote_code=True).eval()
     assert torch.equal(reloaded.model.image_feature_norm.running_mean, norm.running_mean)
     with torch.no_grad():
-        assert torch.allclose(reloaded.get_image_features(pixels[:1], high_res[:1])[0], got)
+        assert torch.allclose(reloaded.get_image_features(pixels[:1], high_res[:1]).pooler_output[0], got)
     # a model cast to bf16 (statistics included) still standardises, close to float32
     reloaded.to(torch.bfloat16)
     with torch.no_grad():
-        half = reloaded.get_image_features(pixels[:1].bfloat16(), high_res[:1].bfloat16())[0]
+        half = reloaded.get_image_features(pixels[:1].bfloat16(), high_res[:1].bfloat16()).pooler_output[0]
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), got, atol=0.1, rtol=0.05)
