@@ -173,7 +173,7 @@ def before_processor(processor, pad_to_square: bool = False, do_tiling: bool = F
     """The previous OcrMllmImageProcessor.preprocess algorithm (same settings as `processor`) as a callable."""
     import torch
 
-    from processing_ocr_mllm import load_image
+    from image_processing_ocr_mllm import load_image
 
     def run(image):
         pil = load_image(image)
@@ -224,7 +224,7 @@ def _peer_classes():
 
 
 def build_processors(size: int, high_res_size: int, max_tiles: int = 6) -> tuple[dict, dict]:
-    from processing_ocr_mllm import OcrMllmImageProcessor
+    from image_processing_ocr_mllm import OcrMllmImageProcessor
 
     deepseek_class, got_class = _peer_classes()
     ours = OcrMllmImageProcessor(size=size, high_res_size=high_res_size, max_tiles=max_tiles)
@@ -284,7 +284,7 @@ def compare(a, b, std) -> dict:
 def output_checks(images: dict, size: int, high_res_size: int, objects: dict) -> dict:
     """PSNR of our outputs against the processor before this change (PIL canvas path), per input and mode, and a
     sanity check that ours and GotOcr2 produce the same 1024 view when given the same mean/std."""
-    from processing_ocr_mllm import OcrMllmImageProcessor
+    from image_processing_ocr_mllm import OcrMllmImageProcessor
 
     ours, ours_pad, ours_tiled = objects["ours"], objects["ours_pad"], objects["ours_tiled"]
     checks = {}

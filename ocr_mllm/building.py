@@ -12,15 +12,16 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from configuration_ocr_mllm import OcrMllmConfig
 from modeling_ocr_mllm import OcrMllmForConditionalGeneration
-from processing_ocr_mllm import (
+from image_processing_ocr_mllm import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     OcrMllmImageProcessor,
-    OcrMllmProcessor,
 )
+from processing_ocr_mllm import OcrMllmProcessor
 
+from .folders import MODEL_CODE_FILES
 from .tokenization import ENDOFTEXT, IM_END, IMAGE_TOKEN, default_corpus, train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ PRESETS: dict[str, dict] = {
         "high_res_downsample_channels": [128, 256],
         "high_res_downsample_strides": [[2, 1], [2, 1]],
         "ctc_loss_weight": 1.0,
+        "ctc_decoding_weight": 0.5,
         "resampler_num_queries": 4,
         "resampler_num_heads": 4,
         "tokenizer_vocab_size": 1024,
@@ -136,15 +138,12 @@ PRESETS["tiny-line"] = _merged(PRESETS["tiny"], {
     "tokenizer_vocab_size": 512,
 })
 
-# The size meant for a shipped reader: the quickstart's geometry, wider and deeper, 800-px lines (200 columns).
+# The shipped reader (models/reader-mini): the quickstart's tower and LLM on an 800-px line canvas (200 columns) for
+# lines of up to ~60 Latin / ~20 CJK characters, with a tokenizer for ~5,000 characters. Kept this small because on
+# 2 CPU cores samples per second decide how well it reads after 2 hours (docs/training.md).
 PRESETS["reader-mini"] = _merged(PRESETS["quickstart"], {
-    "text_config": {"hidden_size": 384, "intermediate_size": 1152, "num_hidden_layers": 4, "num_attention_heads": 6,
-                    "num_key_value_heads": 6},
-    "high_res_vision_config": {"hidden_size": 192, "output_channels": 192, "num_hidden_layers": 4,
-                               "num_attention_heads": 6, "mlp_dim": 576, "image_size": 800, "global_attn_indexes": [3]},
-    "high_res_downsample_channels": [384, 384],
-    "resampler_num_heads": 6,
-    "tokenizer_vocab_size": 6400,  # ~5,000 characters (3,500 Simplified + Taiwan forms + Latin) and byte pairs
+    "high_res_vision_config": {"image_size": 800},
+    "tokenizer_vocab_size": 6400,  # 3,500 Simplified + their Taiwan forms + Latin, digits, punctuation, prompts
 })
 
 
@@ -201,7 +200,7 @@ def default_generation_config(tokenizer) -> GenerationConfig:
 
 def save_model_folder(model, processor, output_dir: str | Path, max_shard_size: str = "5GB") -> Path:
     """Write a complete trust_remote_code folder: safetensors weights (sharded past `max_shard_size`), config
-    (auto_map), generation config, tokenizer + chat template, processor config and the three code files."""
+    (auto_map), generation config, tokenizer + chat template, processor config and the model's code files."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.generation_config = with_chat_stops(model.generation_config, processor.tokenizer)
@@ -209,8 +208,7 @@ def save_model_folder(model, processor, output_dir: str | Path, max_shard_size: 
     processor.save_pretrained(output_dir)
     missing = [
         name
-        for name in ("configuration_ocr_mllm.py", "modeling_ocr_mllm.py", "processing_ocr_mllm.py", "config.json",
-                     "generation_config.json", "processor_config.json")
+        for name in (*MODEL_CODE_FILES, "config.json", "generation_config.json", "processor_config.json")
         if not (output_dir / name).exists()
     ]
     if missing:

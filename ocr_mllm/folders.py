@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 # The Python files a model folder made by this project carries (written next to the weights by save_pretrained)
-MODEL_CODE_FILES = ("configuration_ocr_mllm.py", "modeling_ocr_mllm.py", "processing_ocr_mllm.py")
+MODEL_CODE_FILES = (
+    "configuration_ocr_mllm.py",
+    "modeling_ocr_mllm.py",
+    "image_processing_ocr_mllm.py",
+    "processing_ocr_mllm.py",
+)
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
 OTHER_WEIGHT_FILES = ("pytorch_model.bin", "adapter_model.bin")

@@ -404,7 +404,7 @@ def test_app_undecodable_upload_shows_the_reason(tiny_model_dir, tmp_path):
         client = Client(demo.local_url, verbose=False)
         with pytest.raises(Exception) as err:
             client.predict(handle_file(str(bad)), "Read it.", 0, 0.8, 0, 1.0, 20, 4, api_name="/ask")
-        assert "cannot read image" in str(err.value) and "scan.png" in str(err.value)
+        assert "cannot read image" in str(err.value).lower() and "scan.png" in str(err.value)
         huge = tmp_path / "huge.png"
         Image.new("1", (12000, 12000)).save(huge)
         with pytest.raises(Exception) as err:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from processing_ocr_mllm import (
+from image_processing_ocr_mllm import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     OPENAI_CLIP_MEAN,
@@ -77,7 +77,7 @@ def test_tiling_views_and_token_counts_match_model_features(processor, model):
         features = model.get_image_features(
             inputs["pixel_values"], inputs["high_res_pixel_values"], inputs["num_high_res_views"]
         )
-        assert [f.shape[0] for f in features] == counts
+        assert [f.shape[0] for f in features.pooler_output] == counts
         with torch.no_grad():
             model(**inputs)  # the model agrees with the expansion (no mismatch error)
     finally:

@@ -197,7 +197,7 @@ class OcrMllmDataCollator:
         if isinstance(image, Image.Image):
             width, height = image.size
         else:
-            from processing_ocr_mllm import load_image
+            from image_processing_ocr_mllm import load_image
 
             width, height = load_image(image).size
         return image_processor.get_number_of_high_res_views(width, height)
