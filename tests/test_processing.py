@@ -215,3 +215,20 @@ def test_image_only_call_and_save_load_roundtrip(processor, tmp_path):
     assert again.num_high_res_tokens_per_view == processor.num_high_res_tokens_per_view
     assert again.image_processor.size == processor.image_processor.size
     assert again.chat_template == processor.chat_template
+
+
+def test_num_multimodal_tokens_from_sizes_match_the_expansion(processor):
+    """`_get_num_multimodal_tokens` (what vLLM's Transformers backend calls) gives the same counts as running the
+    processor, with and without tiling."""
+    sizes = [(40, 300), (900, 700), (2000, 600)]  # (height, width)
+    images = [Image.new("RGB", (w, h), "white") for h, w in sizes]
+    prompt = processor.apply_chat_template(_user("Read it."), add_generation_prompt=True)
+    for tiling in (False, True):
+        counted = processor._get_num_multimodal_tokens(image_sizes=sizes, do_tiling=tiling, max_tiles=4)
+        expanded = [
+            int((processor(images=[image], text=[prompt], do_tiling=tiling, max_tiles=4, return_tensors="pt")["input_ids"]
+                 == processor.image_token_id).sum())
+            for image in images
+        ]
+        assert counted.num_image_tokens == expanded, tiling
+        assert len(counted.num_image_patches) == len(sizes)
