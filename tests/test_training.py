@@ -319,17 +319,31 @@ def test_yaml_config_and_stage_defaults(tmp_path):
     from ocr_mllm.training.pipeline import parse_stage_args
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model_name_or_path: some/model\ndataset: [a.jsonl, b.jsonl]\nper_device_train_batch_size: 3\n"
+    recipe.write_text("model_name_or_path: some/model\ndataset_name: [a.jsonl, b.jsonl]\nper_device_train_batch_size: 3\n"
                       "use_peft: true\nlora_r: 8\n")
     model_args, data_args, config = parse_stage_args("sft", ["--config", str(recipe), "--output_dir", str(tmp_path),
                                                             "--lora_r", "16"])
     assert model_args.model_name_or_path == "some/model" and model_args.use_peft and model_args.lora_r == 16
-    assert data_args.dataset == ["a.jsonl", "b.jsonl"] and config.per_device_train_batch_size == 3
+    assert data_args.dataset_name == ["a.jsonl", "b.jsonl"] and config.per_device_train_batch_size == 3
     assert config.learning_rate == 2e-5 and config.max_length == 2048 and config.lr_scheduler_type == "cosine"
     assert config.remove_unused_columns is False and config.dataset_kwargs["skip_prepare_dataset"] is True
     assert "tensorboard" in config.report_to and config.warmup_ratio == 0.03 and config.weight_decay == 0.0
     _, _, pretrain = parse_stage_args("pretrain", ["--output_dir", str(tmp_path)])
     assert pretrain.learning_rate == 1e-3 and pretrain.max_length == 1024
+
+
+def test_trl_dataset_argument_names(tmp_path):
+    """A TRL user's --dataset_name / --dataset_config / --dataset_train_split / --dataset_test_split work; --dataset
+    stays as an alias of --dataset_name."""
+    from ocr_mllm.training.pipeline import parse_stage_args
+
+    _, data_args, _ = parse_stage_args("sft", [
+        "--dataset_name", "org/lines", "--dataset_config", "zh", "--dataset_train_split", "validation",
+        "--eval_dataset", "held.jsonl", "--dataset_test_split", "test", "--output_dir", str(tmp_path)])
+    assert data_args.dataset_name == ["org/lines"] and data_args.dataset_config == "zh"
+    assert data_args.dataset_train_split == "validation" and data_args.dataset_test_split == "test"
+    _, data_args, _ = parse_stage_args("sft", ["--dataset", "a.jsonl", "b.jsonl", "--output_dir", str(tmp_path)])
+    assert data_args.dataset_name == ["a.jsonl", "b.jsonl"]
 
 
 def test_qlora_without_gpu_is_a_clear_error(tiny_model_dir, tmp_path):

@@ -484,6 +484,7 @@ def load_training_dataset(
     strict: bool = False,
     verify_images: bool = True,
     return_report: bool = False,
+    hub_config: Optional[str] = None,
 ):
     """Load ``source`` as a ``datasets.Dataset`` with ``messages`` and ``images`` columns (TRL vision form).
 
@@ -491,6 +492,7 @@ def load_training_dataset(
         source: LLaVA JSON / JSON Lines file, the generator's output folder, a ``save_to_disk`` folder, or a Hub name.
         image_folder: folder that relative image paths are resolved against (default: the JSON file's folder).
         split: split to load from a generator folder (``{split}.json``), a ``DatasetDict`` or the Hub.
+        hub_config: the Hub dataset's configuration name (TRL's ``--dataset_config``).
         strict: raise ``ValueError`` on the first bad record instead of skipping it.
         verify_images: fully decode every image while validating (catches truncated files; costs one decode per image).
         return_report: also return the :class:`LoadReport`.
@@ -529,7 +531,7 @@ def load_training_dataset(
     else:
         from datasets import load_dataset
 
-        loaded = load_dataset(source, split=split)
+        loaded = load_dataset(source, hub_config, split=split)
         ds = _load_hf_dataset(loaded, f"{source}[{split}]", image_folder, strict, verify_images, report)
     report.num_loaded = len(ds)
     if report.num_skipped:

@@ -45,15 +45,21 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset: list[str] | None = field(
+    # TRL's ScriptArguments names (--dataset_name, --dataset_config, --dataset_train_split, --dataset_test_split);
+    # --dataset stays as an alias of --dataset_name
+    dataset_name: list[str] | None = field(
         default=None,
         metadata={"help": "Training data: JSON/JSONL files (TRL messages/images or LLaVA conversations/image form), "
-                          "datasets saved with save_to_disk, or folders the data loaders of ocr_mllm.data understand. "
-                          "Several are concatenated."},
+                          "datasets saved with save_to_disk, generator folders or Hub dataset ids, read by "
+                          "ocr_mllm.data.load_training_dataset. Several are concatenated.",
+                  "aliases": ["--dataset"]},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of a Hub dataset."})
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Split read from generator folders / DatasetDicts / Hub datasets."}
     )
     eval_dataset: list[str] | None = field(default=None, metadata={"help": "Held-out data (same forms)."})
-    dataset_split: str = field(default="train", metadata={"help": "Split read from generator folders / Hub datasets."})
-    eval_split: str = field(
+    dataset_test_split: str = field(
         default="heldout",
         metadata={"help": "Split of --eval_dataset read from generator folders (heldout.json) / Hub datasets."},
     )

@@ -213,11 +213,13 @@ def run_stage(
         pad_to_multiple_of=training_args.pad_to_multiple_of if isinstance(training_args.pad_to_multiple_of, int) else None,
     )
     if train_dataset is None:
-        train_dataset = load_datasets(data_args.dataset, data_args.image_root, data_args.dataset_split)
+        train_dataset = load_datasets(data_args.dataset_name, data_args.image_root, data_args.dataset_train_split,
+                                      data_args.dataset_config)
     if train_dataset is None:
-        raise ValueError("No training data: pass --dataset")
+        raise ValueError("No training data: pass --dataset_name (or --dataset)")
     if eval_dataset is None and data_args.eval_dataset:
-        eval_dataset = load_datasets(data_args.eval_dataset, data_args.image_root, data_args.eval_split)
+        eval_dataset = load_datasets(data_args.eval_dataset, data_args.image_root, data_args.dataset_test_split,
+                                     data_args.dataset_config)
     if data_args.max_train_samples:
         train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
     if data_args.filter_long_records:
@@ -274,9 +276,6 @@ def main(stage: str, argv: list[str] | None = None) -> int:
         level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    repo_root = Path(__file__).resolve().parents[2]
-    if str(repo_root) not in sys.path:
-        sys.path.insert(0, str(repo_root))
     model_args, data_args, training_args = parse_stage_args(stage, argv)
     try:
         result = run_stage(stage, model_args, data_args, training_args)
