@@ -9,11 +9,9 @@ and both encoders stay frozen. Defaults are the original's: lr 1e-3, max length 
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ocr_mllm.training.pipeline import main  # noqa: E402
+from ocr_mllm.training.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main("pretrain"))

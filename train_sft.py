@@ -10,11 +10,9 @@ the Resampler and projector in modules_to_save. Defaults: lr 2e-5, max length 20
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ocr_mllm.training.pipeline import main  # noqa: E402
+from ocr_mllm.training.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main("sft"))

@@ -39,8 +39,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # the top-level model files (configuration/modeling/processing_ocr_mllm.py)
-    sys.path.insert(0, str(REPO_ROOT))
 ORIGINAL_IMAGE_TOKEN_INDEX = 150000  # the original's placeholder id (a real Qwen BPE id: see original-system.md §1.8)
 
 VIT_PREFIX = "transformer.vision_tower.vision_tower."

@@ -9,14 +9,11 @@ code files) that loads with `AutoModelForImageTextToText.from_pretrained(DIR, tr
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from ocr_mllm.building import PRESETS, build_from_parts, build_tiny_folder  # noqa: E402
+from ocr_mllm.building import PRESETS, build_from_parts, build_tiny_folder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -17,11 +17,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ocr_mllm.conversion import ConversionError, convert_checkpoint, verify_conversion  # noqa: E402
+from ocr_mllm.conversion import ConversionError, convert_checkpoint, verify_conversion
 
 
 def main(argv=None) -> int:

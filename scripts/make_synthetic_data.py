@@ -9,12 +9,10 @@ Example (easy data for the CPU quickstart):
         --max-chars 12 --augment none --image-size 384 --seed 0
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ocr_mllm.data.synthetic import main  # noqa: E402
+from ocr_mllm.data.synthetic import main
 
 if __name__ == "__main__":
     sys.exit(main())
