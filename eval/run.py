@@ -45,7 +45,7 @@ from .common import (
     read_json,
     write_json,
 )
-from ocr_mllm.inference.loading import InferenceSetupError
+from ocr_mllm.inference.loading import DEFAULT_MODEL, InferenceSetupError
 
 from .mmvet import GraderError
 from .tasks import TASKS, get_task
@@ -226,7 +226,10 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
     if embedded is not None and model is not None and predictions is None:
         raise EvalDataError(f"{data} holds predictions already (a results folder); score it without --model")
     if model is None and predictions is None and embedded is None:
-        raise EvalDataError("give --model (generate) or --predictions (score an existing file)")
+        model = DEFAULT_MODEL  # the built-in reader
+        if not os.path.isdir(model):
+            raise EvalDataError("give --model (generate) or --predictions (score an existing file); the built-in "
+                                f"reader {model} is not in this checkout")
 
     pred_file = None
     if predictions is not None:
@@ -341,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help=f"{', '.join(TASKS)}, or 'all' with --config")
     p.add_argument("--data", help="benchmark files (official layout) or a Hub dataset id")
     p.add_argument("--output", help="output folder (suite: root folder, one sub-folder per task)")
-    p.add_argument("--model", help="model folder (python scripts/build_model.py output, a checkpoint) or Hub id")
+    p.add_argument("--model", help="model folder or Hub id (default: the built-in reader models/reader-mini, unless "
+                                   "--predictions or a results folder is scored)")
     p.add_argument("--predictions", help="score this JSONL instead of generating (no model is loaded)")
     p.add_argument("--config", help="suite YAML (with --task all), e.g. eval/suite.yaml")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size (default 8)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,11 @@ DEFAULT_QUANT_SKIP_MODULES = [
     r".*high_res_\w+",
     r".*projector",
 ]
+
+
+# The built-in reader the front-ends use when no --model is given: trained by scripts/quickstart.py's recipe and
+# committed with the repository (models/reader-mini/README.md: recipe, data, measured table).
+DEFAULT_MODEL = str(Path(__file__).resolve().parents[2] / "models" / "reader-mini")
 
 
 class InferenceSetupError(RuntimeError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .loading import DEFAULT_MODEL
+
 # Defaults for people (CLI, app, infer.py). ``generate_batch`` itself defaults to plain greedy decoding.
 DEFAULT_GENERATION = {
     "temperature": 0.0,
@@ -19,7 +21,9 @@ DEFAULT_GENERATION = {
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
-    g.add_argument("--model", required=True, help="model folder (scripts/build_model.py output, a checkpoint) or Hub id")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="model folder (the built-in reader models/reader-mini by default, a checkpoint, "
+                        "scripts/build_model.py output) or Hub id")
     g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     g.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32"],
                    help="auto: bf16 on CUDA, fp32 on CPU")
