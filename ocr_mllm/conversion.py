@@ -30,11 +30,11 @@ import logging
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from ocr_mllm.inference.loading import DTYPE_ALIASES
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ QWEN_PAT_STR = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| 
 # Qwen's special tokens, in id order right after the BPE ranks (tokenization_qwen.py: enumerate(..., start=len(ranks)))
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [f"<|extra_{i}|>" for i in range(205)]
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ConversionError(RuntimeError):
@@ -697,7 +696,7 @@ def convert_checkpoint(input_dir, output_dir, vit=None, sam=None, projector=None
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
 
     embed = next(v for k, v in sources.state_dict.items() if re.fullmatch(r"transformer\.(embed_tokens|wte)\.weight", k))
-    target_dtype = embed.dtype if dtype in (None, "auto") else DTYPES[dtype]
+    target_dtype = embed.dtype if dtype in (None, "auto") else DTYPE_ALIASES[dtype]
     converted, report = convert_state_dict(sources.state_dict, hparams["vision_config"]["num_attention_heads"],
                                            target_dtype, strict=False)
 
@@ -765,7 +764,7 @@ def verify_conversion(output_dir, sources: OriginalSources, hparams: dict, verif
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     reference_lib = load_reference_module()
-    dtype = DTYPES[verify_dtype]
+    dtype = DTYPE_ALIASES[verify_dtype]
     processor = AutoProcessor.from_pretrained(output_dir, trust_remote_code=True)
     model = AutoModelForImageTextToText.from_pretrained(output_dir, trust_remote_code=True, dtype=dtype).eval()
 

@@ -11,11 +11,10 @@ import argparse
 import logging
 
 
-import torch
 
 from ocr_mllm.building import PRESETS, build_from_parts, build_tiny_folder
+from ocr_mllm.inference.loading import DTYPE_ALIASES as DTYPES
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def main(argv=None):

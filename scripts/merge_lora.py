@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 
 
-import torch
+from ocr_mllm.inference.loading import DTYPE_ALIASES as DTYPES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def merge(adapter: str, output: str, base: str | None = None, dtype: str = "float32") -> Path:

@@ -153,7 +153,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         raise InferenceSetupError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(sorted(DTYPE_ALIASES))}") from None
 
 
-def _quantization_config(load_in: str, compute_dtype: torch.dtype, device: torch.device, skip_modules):
+def quantization_config(load_in: str, compute_dtype: torch.dtype, device: torch.device,
+                        skip_modules=DEFAULT_QUANT_SKIP_MODULES):
+    """bitsandbytes 4-bit (NF4, double quantization) or 8-bit for the LLM; the vision side and lm_head stay in full
+    precision. For inference and QLoRA training alike; raises InferenceSetupError without a CUDA GPU or bitsandbytes."""
     mode = str(load_in).lower().replace("-", "").replace("_", "")
     if mode in ("4", "4bit", "int4", "nf4"):
         bits = 4
@@ -218,7 +221,7 @@ def load_model_and_processor(
         kwargs["attn_implementation"] = attn_implementation
     if load_in:
         skip = quant_skip_modules if quant_skip_modules is not None else DEFAULT_QUANT_SKIP_MODULES
-        kwargs["quantization_config"] = _quantization_config(load_in, torch_dtype, dev, skip)
+        kwargs["quantization_config"] = quantization_config(load_in, torch_dtype, dev, skip)
         kwargs["device_map"] = {"": dev.index if dev.index is not None else torch.cuda.current_device()}
 
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ocr_mllm.folders import FolderError
+from ocr_mllm.inference.loading import DTYPE_ALIASES
 
 from .arguments import DataArguments, ModelArguments, OcrMllmTrainingConfig, PretrainConfig, SftConfig
 from .callbacks import TrainableParametersCallback
@@ -32,7 +33,6 @@ logger = logging.getLogger("ocr_mllm.training")
 
 STAGE_CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}
 STAGE_TEMPLATES = {"pretrain": "plain", "sft": "chat"}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_stage_args(stage: str, argv: list[str] | None = None):
@@ -48,25 +48,10 @@ def _check_quantization(model_args: ModelArguments):
         return None
     if not model_args.use_peft:
         raise ValueError("--load_in_4bit / --load_in_8bit train adapters only: add --use_peft (QLoRA)")
-    if not torch.cuda.is_available():
-        raise RuntimeError("QLoRA (--load_in_4bit / --load_in_8bit) needs a CUDA GPU: bitsandbytes kernels do not run "
-                           "on this machine. Use plain LoRA (--use_peft) or full fine-tuning on CPU.")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise RuntimeError("QLoRA needs bitsandbytes: pip install bitsandbytes") from err
-    from transformers import BitsAndBytesConfig
+    from ocr_mllm.inference.loading import quantization_config
 
-    skip = ["vision_tower", "high_res_vision_tower", "resampler", "high_res_downsampler", "high_res_projector", "lm_head"]
-    if model_args.load_in_4bit:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            llm_int8_skip_modules=skip,
-        )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return quantization_config("4bit" if model_args.load_in_4bit else "8bit", torch.bfloat16, torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmTrainingConfig):
@@ -84,7 +69,7 @@ def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmT
         _, trust = resolve_model_source(model_args.model_name_or_path, True if training_args.trust_remote_code else None)
     except InferenceSetupError as exc:
         raise FolderError(str(exc)) from None
-    kwargs = {"trust_remote_code": trust, "dtype": _DTYPES[dtype], "revision": model_args.model_revision}
+    kwargs = {"trust_remote_code": trust, "dtype": DTYPE_ALIASES[dtype], "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     quantization = _check_quantization(model_args)
