@@ -556,9 +556,14 @@ class OcrMllmCtcPrefixScorer(LogitsProcessor):
         self.last = torch.full((num_rows,), -1, dtype=torch.long, device=ctc_log_probs.device)
         self.prefix_score = torch.zeros(num_rows, device=ctc_log_probs.device)
         self.empty = True
-        self.candidate_scores = None
+        # candidates per row: the symbols the head gives more than 1e-6 somewhere in the line (the others cannot make a
+        # prefix any likelier than that); a trained head keeps tens of a vocabulary of thousands, so a step costs K, not V
+        peak = self.log_probs[..., : self.vocab].amax(dim=1)  # (R, V)
+        count = int((peak > math.log(self.MIN_SYMBOL_PROBABILITY)).sum(dim=1).max()) if num_rows else 0
+        self.candidates = peak.topk(max(1, count), dim=1).indices  # (R, K)
 
     _NEG = -1e30  # log 0, finite so that differences stay defined
+    MIN_SYMBOL_PROBABILITY = 1e-6
 
     def _extend(self, candidates: torch.Tensor, with_blank_paths: bool = False):
         """Prefix + each candidate (R, K) → (log p_CTC(prefix + c ...) (R, K), and with_blank_paths the new r_symbol,
@@ -598,10 +603,9 @@ class OcrMllmCtcPrefixScorer(LogitsProcessor):
         if input_ids.shape[1] > self.prompt_length:
             self._advance(input_ids[self.rows, -1])
         num_rows, vocab = len(self.rows), scores.shape[-1]
-        candidates = torch.arange(self.vocab, device=scores.device).expand(num_rows, -1)
-        prefix_scores, _, _ = self._extend(candidates)  # (R, V)
+        prefix_scores, _, _ = self._extend(self.candidates)  # (R, K)
         ctc = torch.full((num_rows, vocab), self._NEG, device=scores.device)
-        ctc[:, : self.vocab] = prefix_scores - self.prefix_score[:, None]
+        ctc.scatter_(1, self.candidates, prefix_scores - self.prefix_score[:, None])
         finished = torch.logaddexp(self.r_symbol[:, -1], self.r_blank[:, -1]) - self.prefix_score  # (R,)
         ctc[:, self.eos] = finished[:, None]
         ctc[:, self.ignore[~torch.isin(self.ignore, self.eos)]] = self._NEG

@@ -92,3 +92,15 @@ def test_generate_with_joint_decoding_batch_equals_one_by_one(reading_model):
 
     assert answers(images, 0.3) == [answers([path], 0.3)[0] for path in images]
     assert answers(images, 0.0) == words  # λ = 0: the LLM alone, which reads these
+
+
+def test_symbols_the_head_never_sees_are_not_scored():
+    """Only symbols with probability > 1e-6 somewhere in the line are candidates (speed); the others get log 0."""
+    log_probs = torch.full((1, 6, 5), -30.0)
+    log_probs[0, :, 4] = 0.0  # blank everywhere ...
+    log_probs[0, 2, 1], log_probs[0, 2, 4] = -0.1, -2.4  # ... and a likely "1" in one column
+    log_probs = log_probs.log_softmax(-1)
+    scorer = OcrMllmCtcPrefixScorer(log_probs, torch.tensor([0]), 1.0, [5], [], prompt_length=1)
+    assert scorer.candidates.tolist() == [[1]]
+    scores = scorer(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 6))
+    assert scores[0, 1] > -10 and (scores[0, [0, 2, 3]] < -1e20).all()
