@@ -71,13 +71,46 @@ def test_model_speed_quick(results_dir):
     assert payload["settings"]["llm_parameters"]["ours"] == payload["settings"]["llm_parameters"]["deepseek"]
 
 
-def test_ocr_quality_quick(results_dir):
-    engines = ["ours"] + (["tesseract"] if shutil.which("tesseract") else [])
-    payload = ocr_quality.main(["--quick", "--output-dir", str(results_dir), "--engines", *engines, "--threads", "1"])
+def test_ocr_quality_quick(results_dir, tiny_model_dir):
+    engines = ["reader-mini"] + (["tesseract"] if shutil.which("tesseract") else [])
+    payload = ocr_quality.main(["--quick", "--output-dir", str(results_dir), "--threads", "1",
+                                "--model", f"reader-mini={tiny_model_dir}", "--engines", *engines])
     assert (results_dir / "ocr_quality.png").stat().st_size > 0
-    assert payload["results"]["ours"]["all"]["n"] == 3  # a tiny random model: the path runs, quality is not the point
+    assert (results_dir / "ocr_heldout" / "seen" / "heldout.json").exists()  # generated lines, cached with the results
+    ours = payload["results_by_fonts"]["reader-mini"]  # a tiny random model: the path runs, quality is not the point
+    assert [ours[group]["all"]["n"] for group in ("seen", "unseen", "all")] == [3, 3, 6]
+    assert set(ours["all"]) == {"en", "zh-Hans", "zh-Hant", "all"} and ours["all"]["all"]["seconds_per_line_mean"] > 0
+    assert payload["results"]["reader-mini"] == ours["all"]  # the shape bench/run_all.py's summary reads
     if "tesseract" in payload["results"]:
-        assert payload["results"]["tesseract"]["all"]["cer"] < 0.5  # clean rendered lines
+        assert payload["results"]["tesseract"]["all"]["cer"] < 0.5  # lightly augmented lines
+        assert payload["targets"]["measured"] and set(payload["targets"]["languages"]) == {"en", "zh-Hans", "zh-Hant"}
+
+
+def test_ocr_quality_targets_and_models(tmp_path):
+    def cell(cer):
+        return {"n": 1, "failed": 0, "cer": cer, "exact_match": 0.0, "seconds_per_line_mean": 0.1}
+
+    def tables(en, zh, seconds):
+        table = {"en": cell(en), "zh-Hans": cell(zh), "zh-Hant": cell(zh), "all": cell(zh)}
+        table["all"]["seconds_per_line_mean"] = seconds
+        return {"seen": table, "unseen": table, "all": table}
+
+    by_fonts = {"reader-mini": tables(0.015, 0.05, 0.2), "tesseract": tables(0.01, 0.05, 0.3)}
+    targets = ocr_quality.check_targets(by_fonts)
+    assert targets["languages"]["en"]["met"]  # 0.5 point above: within 1 point
+    assert not targets["languages"]["zh-Hans"]["met"]  # equal is not below
+    assert targets["speed"]["met"] and targets["speed"]["ours_speedup"] == 1.5
+    lines = ocr_quality.target_lines(targets)
+    assert len(lines) == 4 and "0.5 points above" in lines[0] and "NOT MET" in lines[1]
+    assert "| reader-mini | zh-Hant | 1 | 5.0% | 5.0% | 5.0% |" in ocr_quality.markdown_table(by_fonts)
+    assert not ocr_quality.check_targets({"tesseract": by_fonts["tesseract"]})["measured"]
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")
+    models = ocr_quality.parse_models([f"reader-mini={tmp_path / 'mine'}", str(tmp_path / "mine"), "x=/nonexistent"])
+    assert models["reader-mini"][0] == models["mine"][0] == tmp_path / "mine" and models["x"][0] is None
+    with pytest.raises(SystemExit, match="NAME=DIR"):
+        ocr_quality.parse_models(["tesseract=/somewhere"])
 
 
 def test_edit_distance_and_normalisation():
