@@ -64,6 +64,35 @@ def choose_threads(requested: int | None) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# the main job first: the built-in reader reads the bundled sample lines
+# --------------------------------------------------------------------------------------------------------------------
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+
+
+def read_samples(device: str) -> list[dict]:
+    """models/reader-mini (the built-in default of cli.py, infer.py, app.py and eval) reads examples/images/*.png."""
+    from ocr_mllm.inference import generate_batch, load_model_and_processor
+    from ocr_mllm.inference.loading import DEFAULT_MODEL
+
+    if not Path(DEFAULT_MODEL).is_dir():
+        print(f"[samples] the built-in reader {DEFAULT_MODEL} is not in this checkout; skipping the sample reading")
+        return []
+    start = time.perf_counter()
+    model, processor = load_model_and_processor(DEFAULT_MODEL, device=device, dtype="float32")
+    images = sorted(SAMPLES.glob("*.png"))
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS["en"]}]}]
+    with torch.inference_mode():
+        answers = generate_batch(model, processor, [conversation] * len(images), [[str(p)] for p in images],
+                                 max_new_tokens=96)
+    print(f"\nThe built-in reader ({Path(DEFAULT_MODEL).name}) reads the sample lines in {SAMPLES} "
+          f"({time.perf_counter() - start:.1f} s, loading included):")
+    for image, answer in zip(images, answers):
+        print(f"  {image.name:<24} → {answer}")
+    print("Your own images: python cli.py --image IMAGE   (or infer.py for a folder, app.py for a browser demo)\n")
+    return [{"image": image.name, "answer": answer} for image, answer in zip(images, answers)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # data, tokenizer, model
 # --------------------------------------------------------------------------------------------------------------------
 def make_data(out: Path, args, num_samples: int) -> Path:
@@ -75,7 +104,7 @@ def make_data(out: Path, args, num_samples: int) -> Path:
     config = GeneratorConfig(
         num_samples=num_samples, languages=LANGUAGES, tasks=("line",), seed=args.seed,
         heldout_fraction=args.eval_samples / num_samples, max_chars=args.max_chars, max_chars_cjk=args.max_chars_cjk,
-        augment=args.augment, prompts="blind", cjk_characters=args.cjk_characters or None,
+        augment=args.augment, prompts="blind", fonts=args.fonts, cjk_characters=args.cjk_characters or None,
     )
     meta = out / "meta.json"
     if meta.exists() and json.loads(meta.read_text()).get("config") == json.loads(json.dumps(asdict(config))):
@@ -104,26 +133,32 @@ def build_tokenizer(train_records: list[dict], vocab_size: int):
 # evaluation: the LLM's generated answers, and the CTC head's reading
 # --------------------------------------------------------------------------------------------------------------------
 def evaluate(model_dir: Path, records: list[dict], data_dir: Path, question: str, device: str, batch_size: int = 32):
+    """Held-out reading per language: the generated answers (joint CTC/attention decoding when the model's config
+    asks for it), the LLM alone (`ctc_decoding_weight=0`) and the CTC head's own greedy reading."""
     from ocr_mllm.inference import generate_batch, load_model_and_processor
     from ocr_mllm.text_metrics import reading_scores, rows_by_language
 
     model, processor = load_model_and_processor(str(model_dir), device=device, dtype="float32")
+    joint = getattr(model.config, "ctc_decoding_weight", 0) > 0
     rows = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         images = [[str(data_dir / record["image"])] for record in chunk]
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         with torch.inference_mode():
-            predictions = generate_batch(model, processor, [conversation] * len(chunk), images, max_new_tokens=64)
+            predictions = generate_batch(model, processor, [conversation] * len(chunk), images, max_new_tokens=96)
+            llm_alone = (generate_batch(model, processor, [conversation] * len(chunk), images, max_new_tokens=96,
+                                        ctc_decoding_weight=0.0) if joint else predictions)
             ctc = ctc_readings(model, processor, [image[0] for image in images])
-        for record, prediction, ctc_prediction in zip(chunk, predictions, ctc):
+        for record, prediction, llm, ctc_prediction in zip(chunk, predictions, llm_alone, ctc):
             rows.append({"id": record["id"], "language": record["language"], "reference": record["text"],
-                         "prediction": prediction, "ctc_prediction": ctc_prediction})
+                         "prediction": prediction, "llm_prediction": llm, "ctc_prediction": ctc_prediction})
     groups = rows_by_language(rows, LANGUAGES)
-    table = {language: reading_scores((r["prediction"], r["reference"]) for r in group) for language, group in groups.items()}
-    ctc_table = {language: reading_scores((r["ctc_prediction"], r["reference"]) for r in group)
-                 for language, group in groups.items()}
-    return table, ctc_table, rows
+    tables = {
+        name: {language: reading_scores((r[key], r["reference"]) for r in group) for language, group in groups.items()}
+        for name, key in (("generated", "prediction"), ("llm", "llm_prediction"), ("ctc", "ctc_prediction"))
+    }
+    return tables, rows
 
 
 def ctc_readings(model, processor, images: list) -> list[str]:
@@ -134,18 +169,17 @@ def ctc_readings(model, processor, images: list) -> list[str]:
     return [text.strip() for text in processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-def format_table(table: dict, ctc_table: dict | None = None) -> str:
-    header = f"| {'language':<8} | {'n':>4} | {'exact match':>11} | {'CER':>6} |"
-    rule = f"|{'-' * 10}|{'-' * 6}|{'-' * 13}|{'-' * 8}|"
-    if ctc_table:
-        header += f" {'CTC head CER':>12} |"
-        rule += f"{'-' * 14}|"
+def format_table(tables: dict) -> str:
+    """Generated answers (exact match, CER), and beside them the LLM alone and the CTC head alone (CER)."""
+    generated = tables["generated"]
+    header = f"| {'language':<8} | {'n':>4} | {'exact match':>11} | {'CER':>6} | {'LLM alone CER':>13} | {'CTC head CER':>12} |"
+    rule = f"|{'-' * 10}|{'-' * 6}|{'-' * 13}|{'-' * 8}|{'-' * 15}|{'-' * 14}|"
     lines = [header, rule]
-    for language, entry in table.items():
-        line = f"| {language:<8} | {entry['n']:>4} | {100 * entry['exact_match']:>10.1f}% | {100 * entry['cer']:>5.1f}% |"
-        if ctc_table:
-            line += f" {100 * ctc_table[language]['cer']:>11.1f}% |"
-        lines.append(line)
+    for language, entry in generated.items():
+        lines.append(
+            f"| {language:<8} | {entry['n']:>4} | {100 * entry['exact_match']:>10.1f}% | {100 * entry['cer']:>5.1f}% "
+            f"| {100 * tables['llm'][language]['cer']:>12.1f}% | {100 * tables['ctc'][language]['cer']:>11.1f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -217,6 +251,8 @@ def parse_args(argv=None):
     parser.add_argument("--augment", default="light", choices=["none", "light", "full"])
     parser.add_argument("--cjk-characters", type=int, default=300,
                         help="Chinese lines use the N most frequent characters (0: every common character)")
+    parser.add_argument("--fonts", default="all", choices=["all", "seen", "unseen"],
+                        help="font families to render with (seen: leave the benchmark's unseen families out)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dataloader-workers", type=int, default=0)
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: no checkpoints)")
@@ -235,6 +271,9 @@ def main(argv=None):
     torch.set_num_threads(threads)
     print(f"[machine] {os.cpu_count()} cores, {threads} torch thread(s), device {args.device}")
     torch.manual_seed(args.seed)
+    samples = read_samples(args.device)
+    print("Now a reader trained from random weights, by the same recipe, in a budget of "
+          f"{args.minutes:g} minutes (data, training and evaluation):")
     t_start = time.perf_counter()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -267,11 +306,11 @@ def main(argv=None):
         per_language[record["language"]].append(record)
     quota = max(1, args.eval_samples // len(LANGUAGES))
     eval_records = [r for language in LANGUAGES for r in per_language[language][:quota]]
-    table, ctc_table, rows = evaluate(output / "model", eval_records, data_dir, QUESTIONS["en"], args.device)
-    print(f"\nHeld-out lines, question {QUESTIONS['en']!r} (generated answers; CTC head beside):\n"
-          + format_table(table, ctc_table))
-    zh_table, _, _ = evaluate(output / "model", eval_records, data_dir, QUESTIONS["zh"], args.device)
-    print(f"\nThe same lines, question {QUESTIONS['zh']!r}:\n" + format_table(zh_table))
+    tables, rows = evaluate(output / "model", eval_records, data_dir, QUESTIONS["en"], args.device)
+    print(f"\nHeld-out lines, question {QUESTIONS['en']!r} (generated answers; the LLM alone and the CTC head "
+          "alone beside):\n" + format_table(tables))
+    zh_tables, _ = evaluate(output / "model", eval_records, data_dir, QUESTIONS["zh"], args.device)
+    print(f"\nThe same lines, question {QUESTIONS['zh']!r}:\n" + format_table(zh_tables))
     for row in rows[:: max(1, len(rows) // 6)][:6]:
         print(f"  [{row['language']}] {row['reference']!r} → {row['prediction']!r}")
     timings["eval_s"] = time.perf_counter() - t
@@ -279,7 +318,8 @@ def main(argv=None):
 
     timings["total_s"] = time.perf_counter() - t_start
     results = {
-        "table": table, "ctc_table": ctc_table, "table_chinese_question": zh_table,
+        "table": tables["generated"], "llm_table": tables["llm"], "ctc_table": tables["ctc"],
+        "table_chinese_question": zh_tables["generated"],
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "steps": result.global_step,
         "samples_per_second": round(result.global_step * args.batch_size / max(1e-9, timings["train_s"]), 1),
@@ -290,6 +330,7 @@ def main(argv=None):
                     "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"},
         "model_dir": str(output / "model"),
         "streamed_answer": streamed,
+        "built_in_reader_on_samples": samples,
     }
     (output / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     with open(output / "predictions.jsonl", "w", encoding="utf-8") as handle:

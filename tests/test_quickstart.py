@@ -1,6 +1,7 @@
 """scripts/quickstart.py (the `make quickstart` job) runs end to end on a tiny budget: data → tokenizer → line-reader
-model → one training stage → held-out tables (generated answers, CTC head, Chinese question) → streamed answer → a
-model folder that loads in a fresh process."""
+model → one training stage → held-out tables (generated answers, the LLM alone, the CTC head, Chinese question) →
+streamed answer → a model folder that loads in a fresh process; before all that, the built-in reader reads the
+bundled sample lines."""
 
 import json
 import subprocess
@@ -20,11 +21,14 @@ def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Held-out lines, question" in result.stdout and "answer (streamed):" in result.stdout
-    assert "CTC head CER" in result.stdout
+    assert "CTC head CER" in result.stdout and "LLM alone CER" in result.stdout
+    # the main job first: the built-in reader reads every bundled sample line
+    assert "The built-in reader (reader-mini) reads the sample lines" in result.stdout
+    assert all(f"{image.name}" in result.stdout for image in (REPO / "examples" / "images").glob("*.png"))
 
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 4
-    for table in ("table", "ctc_table", "table_chinese_question"):
+    for table in ("table", "llm_table", "ctc_table", "table_chinese_question"):
         assert set(results[table]) == {"en", "zh-Hans", "zh-Hant", "all"}
         for entry in results[table].values():
             assert entry["n"] > 0 and 0.0 <= entry["exact_match"] <= 1.0 and entry["cer"] >= 0.0
