@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from ocr_mllm.inference import ChatSession, InferenceSetupError  # noqa: E402
@@ -30,6 +31,7 @@ from ocr_mllm.inference.options import (  # noqa: E402
     load_from_args,
     setup_logging,
 )
+
 
 logger = logging.getLogger("ocr_mllm.app")
 
@@ -161,29 +163,50 @@ def build_demo(
         return [], [], ""
 
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nUpload an image (or pick an example) and ask about it. Answers stream in; "
-                    "a new image starts a new conversation. Without an image the model chats text-only.")
+        gr.Markdown(
+            f"# {title}\nUpload an image (or pick an example) and ask about it. Answers stream in; "
+            "a new image starts a new conversation. Without an image the model chats text-only."
+        )
         history = gr.State([])
         with gr.Row():
             with gr.Column(scale=2):
                 # the upload's path; ocr_mllm's load_image decodes it (see upload_image)
-                image = upload_image(gr, label="Image", sources=["upload", "clipboard"], height=360,
-                                 elem_id="image-input")
+                image = upload_image(
+                    gr, label="Image", sources=["upload", "clipboard"], height=360, elem_id="image-input"
+                )
                 with gr.Accordion("Generation options", open=False):
-                    temperature = gr.Slider(0.0, 1.5, value=gen_defaults["temperature"], step=0.05,
-                                            label="Temperature (0 = greedy)")
+                    temperature = gr.Slider(
+                        0.0, 1.5, value=gen_defaults["temperature"], step=0.05, label="Temperature (0 = greedy)"
+                    )
                     top_p = gr.Slider(0.05, 1.0, value=gen_defaults["top_p"], step=0.05, label="Top p")
                     top_k = gr.Slider(0, 100, value=gen_defaults["top_k"], step=1, label="Top k (0 = off)")
-                    repetition_penalty = gr.Slider(1.0, 2.0, value=gen_defaults["repetition_penalty"], step=0.05,
-                                                   label="Repetition penalty (1 = off)")
-                    no_repeat = gr.Slider(0, 64, value=gen_defaults["no_repeat_ngram_size"], step=1,
-                                          label="No-repeat n-gram size (0 = off; stops loops on dense text)")
-                    max_new_tokens = gr.Slider(1, 4096, value=gen_defaults["max_new_tokens"], step=1,
-                                               label="Max new tokens")
+                    repetition_penalty = gr.Slider(
+                        1.0,
+                        2.0,
+                        value=gen_defaults["repetition_penalty"],
+                        step=0.05,
+                        label="Repetition penalty (1 = off)",
+                    )
+                    no_repeat = gr.Slider(
+                        0,
+                        64,
+                        value=gen_defaults["no_repeat_ngram_size"],
+                        step=1,
+                        label="No-repeat n-gram size (0 = off; stops loops on dense text)",
+                    )
+                    max_new_tokens = gr.Slider(
+                        1, 4096, value=gen_defaults["max_new_tokens"], step=1, label="Max new tokens"
+                    )
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chatbot")
-                textbox = gr.Textbox(placeholder="Ask about the image, then press Enter", label="Question", show_label=False,
-                                     elem_id="question", lines=1, max_lines=6)
+                textbox = gr.Textbox(
+                    placeholder="Ask about the image, then press Enter",
+                    label="Question",
+                    show_label=False,
+                    elem_id="question",
+                    lines=1,
+                    max_lines=6,
+                )
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     stop_btn = gr.Button("Stop", elem_id="stop")
@@ -199,10 +222,16 @@ def build_demo(
 
         opts = [temperature, top_p, top_k, repetition_penalty, no_repeat, max_new_tokens]
         run_kwargs = dict(concurrency_limit=concurrency_limit, concurrency_id="generate")
-        submit_event = textbox.submit(respond, [image, textbox, history, *opts], [chatbot, history, textbox],
-                                      api_name="chat", **run_kwargs)
-        click_event = send.click(respond, [image, textbox, history, *opts], [chatbot, history, textbox],
-                                 api_visibility="private", **run_kwargs)
+        submit_event = textbox.submit(
+            respond, [image, textbox, history, *opts], [chatbot, history, textbox], api_name="chat", **run_kwargs
+        )
+        click_event = send.click(
+            respond,
+            [image, textbox, history, *opts],
+            [chatbot, history, textbox],
+            api_visibility="private",
+            **run_kwargs,
+        )
         stop_btn.click(None, None, None, cancels=[submit_event, click_event], api_visibility="private")
         clear_btn.click(clear, None, [chatbot, history, textbox], api_visibility="private")
         image.change(new_image, [image], [chatbot, history], api_visibility="private")
@@ -218,12 +247,17 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    parser.add_argument("--concurrency", type=int, default=1,
-                        help="generations running at the same time (others wait in the queue)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="generations running at the same time (others wait in the queue)"
+    )
     parser.add_argument("--max-queue", type=int, default=64, help="queued requests beyond this are refused")
     parser.add_argument("--examples-dir", default=EXAMPLES_DIR)
-    parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB,
-                        help="larger uploads are refused (default %(default)s MB)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help="larger uploads are refused (default %(default)s MB)",
+    )
     add_generation_args(parser)
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -245,8 +279,13 @@ def main(argv=None) -> int:
         concurrency_limit=args.concurrency,
         max_queue_size=args.max_queue,
     )
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False,
-                max_file_size=f"{args.max_upload_mb}mb")
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        ssr_mode=False,
+        max_file_size=f"{args.max_upload_mb}mb",
+    )
     return 0
 
 

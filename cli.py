@@ -22,6 +22,7 @@ from ocr_mllm.inference.options import (
     setup_logging,
 )
 
+
 HELP = "/image PATH  use a new image (resets the chat)\n/reset       clear the history\n/history     show the history\n/exit        quit"
 
 

@@ -8,6 +8,7 @@ import math
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto import CONFIG_MAPPING, AutoConfig
 
+
 HIGH_RES_PROJECTOR_TYPES = "linear | mlp<N>x_gelu (e.g. mlp2x_gelu)"
 
 # Written into config.json so every Auto class finds the code files that save_pretrained copies next to the weights
@@ -50,7 +51,9 @@ class OcrMllmVisionConfig(PreTrainedConfig):
                 f"({self.num_attention_heads})"
             )
         if self.image_size % self.patch_size:
-            raise ValueError(f"vision_config.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+            raise ValueError(
+                f"vision_config.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
         super().__post_init__(**kwargs)
 
 
@@ -166,7 +169,8 @@ class OcrMllmConfig(PreTrainedConfig):
         self.high_res_downsample_channels = list(self.high_res_downsample_channels)
         if self.high_res_downsample_strides is not None:
             self.high_res_downsample_strides = [
-                [int(s), int(s)] if isinstance(s, int) else [int(v) for v in s] for s in self.high_res_downsample_strides
+                [int(s), int(s)] if isinstance(s, int) else [int(v) for v in s]
+                for s in self.high_res_downsample_strides
             ]
         self.ctc_ignore_token_ids = [int(i) for i in self.ctc_ignore_token_ids]
         super().__post_init__(**kwargs)
@@ -181,7 +185,9 @@ class OcrMllmConfig(PreTrainedConfig):
         if grid * grid != self.resampler_num_queries:
             raise ValueError(f"resampler_num_queries must be a square number, got {self.resampler_num_queries}")
         if not _parse_projector_type(self.high_res_projector_type):
-            raise ValueError(f"high_res_projector_type must be {HIGH_RES_PROJECTOR_TYPES}, got {self.high_res_projector_type!r}")
+            raise ValueError(
+                f"high_res_projector_type must be {HIGH_RES_PROJECTOR_TYPES}, got {self.high_res_projector_type!r}"
+            )
         if self.low_res_feature_select_strategy not in ("full", "default"):
             raise ValueError("low_res_feature_select_strategy must be 'full' or 'default'")
         if self.text_config.hidden_size % self.resampler_heads:
@@ -196,8 +202,12 @@ class OcrMllmConfig(PreTrainedConfig):
                 raise ValueError(f"the conv stem needs a power-of-two high-res patch_size, got {patch}")
         if self.high_res_stem_strides is not None:
             self.high_res_stem_strides = [[int(v) for v in s] for s in self.high_res_stem_strides]
-            if self.high_res_patch_embed != "conv" or any(len(s) != 2 or min(s) < 1 for s in self.high_res_stem_strides):
-                raise ValueError("high_res_stem_strides needs high_res_patch_embed='conv' and (height, width) strides >= 1")
+            if self.high_res_patch_embed != "conv" or any(
+                len(s) != 2 or min(s) < 1 for s in self.high_res_stem_strides
+            ):
+                raise ValueError(
+                    "high_res_stem_strides needs high_res_patch_embed='conv' and (height, width) strides >= 1"
+                )
         if self.high_res_downsample_strides is not None and (
             len(self.high_res_downsample_strides) != len(self.high_res_downsample_channels)
             or any(len(s) != 2 or min(s) < 1 for s in self.high_res_downsample_strides)
@@ -242,7 +252,9 @@ class OcrMllmConfig(PreTrainedConfig):
             patch_w = math.prod(s[1] for s in self.high_res_stem_strides)
         height, width = self.high_res_view_size
         rows, columns = -(-height // patch_h), -(-width // patch_w)
-        for stride_h, stride_w in self.high_res_downsample_strides or [[2, 2]] * len(self.high_res_downsample_channels):
+        for stride_h, stride_w in self.high_res_downsample_strides or [[2, 2]] * len(
+            self.high_res_downsample_channels
+        ):
             rows, columns = -(-rows // stride_h), -(-columns // stride_w)  # ceil: kernel 3, padding 1
         return rows, columns
 

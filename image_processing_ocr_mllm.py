@@ -83,7 +83,9 @@ def _array_to_pil(image) -> Image.Image:
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor
         image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"Unsupported image type {type(image).__name__}: pass a path, PIL image, numpy array or torch tensor")
+        raise ValueError(
+            f"Unsupported image type {type(image).__name__}: pass a path, PIL image, numpy array or torch tensor"
+        )
     array = image
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = array.transpose(1, 2, 0)  # CHW → HWC
@@ -131,7 +133,13 @@ def select_tile_grid(width: int, height: int, min_tiles: int, max_tiles: int, ti
     Among equally close grids the larger one wins only if the image has the pixels to fill it (InternVL's rule)."""
     aspect = width / height
     candidates = sorted(
-        {(c, r) for n in range(min_tiles, max_tiles + 1) for c in range(1, n + 1) for r in range(1, n + 1) if min_tiles <= c * r <= max_tiles},
+        {
+            (c, r)
+            for n in range(min_tiles, max_tiles + 1)
+            for c in range(1, n + 1)
+            for r in range(1, n + 1)
+            if min_tiles <= c * r <= max_tiles
+        },
         key=lambda grid: grid[0] * grid[1],
     )
     best, best_diff = (1, 1), float("inf")
@@ -407,14 +415,14 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             width, height, min_tiles or self.min_tiles, max_tiles or self.max_tiles, self.high_res_size
         )
 
-    def get_number_of_high_res_views(self, width: int, height: int, do_tiling=None, min_tiles=None, max_tiles=None) -> int:
+    def get_number_of_high_res_views(
+        self, width: int, height: int, do_tiling=None, min_tiles=None, max_tiles=None
+    ) -> int:
         """Views an image of this size gets: 1 (global) plus columns·rows tiles when tiling picks more than one."""
         if getattr(self, "high_res_line_height", None) or not (self.do_tiling if do_tiling is None else do_tiling):
             return 1
         columns, rows = self.tile_grid(width, height, min_tiles, max_tiles)
         return 1 if columns * rows == 1 else 1 + columns * rows
-
-
 
     def _torch_resize_mode(self):
         """The torch mode that reproduces `self.resample`, or None to use PIL (also when torch is missing)."""
@@ -469,7 +477,9 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
                     index += 1
         return low, high
 
-    def _resolve_options(self, size=None, high_res_size=None, pad_to_square=None, do_tiling=None, min_tiles=None, max_tiles=None):
+    def _resolve_options(
+        self, size=None, high_res_size=None, pad_to_square=None, do_tiling=None, min_tiles=None, max_tiles=None
+    ):
         return {
             "size": int(size or self.size),
             "high_res_size": int(high_res_size or self.high_res_size),
@@ -479,7 +489,6 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             "max_tiles": max_tiles,
         }
 
-
     def preprocess(self, images, return_tensors=None, **kwargs) -> BatchFeature:
         if images is None:
             raise ValueError("No images given")
@@ -488,7 +497,9 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         images = [image for item in images for image in (item if isinstance(item, (list, tuple)) else [item])]
         unknown = set(kwargs) - set(PER_CALL_IMAGE_OPTIONS)
         if unknown:
-            raise ValueError(f"Unknown image processor options {sorted(unknown)}; per-call options: {PER_CALL_IMAGE_OPTIONS}")
+            raise ValueError(
+                f"Unknown image processor options {sorted(unknown)}; per-call options: {PER_CALL_IMAGE_OPTIONS}"
+            )
         options = self._resolve_options(**kwargs)
         low_views, high_views, counts = [], [], []
         for image in images:
@@ -500,7 +511,8 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             # one image (the usual inference call): its buffers are returned as they are, without a copy
             "pixel_values": _concat(low_views, (0, 3, self.size, self.size)),
             "high_res_pixel_values": _concat(
-                high_views, (0, 3, getattr(self, "high_res_line_height", None) or self.high_res_size, self.high_res_size)
+                high_views,
+                (0, 3, getattr(self, "high_res_line_height", None) or self.high_res_size, self.high_res_size),
             ),
             "num_high_res_views": np.asarray(counts, dtype=np.int64),
         }

@@ -32,6 +32,7 @@ from ocr_mllm.inference.options import (
     setup_logging,
 )
 
+
 logger = logging.getLogger("ocr_mllm.infer")
 
 DEFAULT_OCR_QUESTION = "Read all the text in the image."
@@ -43,8 +44,11 @@ def parse_args(argv=None):
     parser.add_argument("--input", required=True, help="records.jsonl or a folder of images")
     parser.add_argument("--output", required=True, help="predictions .jsonl (appended to; existing ids are skipped)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--query", default=None,
-                        help=f"question for image folders and for records without one (default: {DEFAULT_OCR_QUESTION!r})")
+    parser.add_argument(
+        "--query",
+        default=None,
+        help=f"question for image folders and for records without one (default: {DEFAULT_OCR_QUESTION!r})",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N input records")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generation_args(parser)
@@ -70,7 +74,9 @@ def read_jsonl_records(path: str, default_question: str, stats: dict):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                _bad_line(stats, path, lineno, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
+                _bad_line(
+                    stats, path, lineno, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+                )
                 continue
             if not line.strip():
                 continue
@@ -87,7 +93,9 @@ def read_jsonl_records(path: str, default_question: str, stats: dict):
                 continue
             image = record.get("image")
             if image is not None and not (isinstance(image, str) and image.strip()):
-                _bad_line(stats, path, lineno, f"'image' must be a path string, got {type(image).__name__} {image!r:.60}")
+                _bad_line(
+                    stats, path, lineno, f"'image' must be a path string, got {type(image).__name__} {image!r:.60}"
+                )
                 continue
             record.setdefault("question", default_question)
             record[WHERE_KEY] = f"{path}:{lineno}"

@@ -22,8 +22,9 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionEncoder, SamVisionLayer
+from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionEncoder
 from transformers.utils import torch_compilable_check
+
 
 try:  # as a trust_remote_code module (package-relative) ...
     from .configuration_ocr_mllm import OcrMllmConfig, OcrMllmVisionConfig, _parse_projector_type
@@ -165,7 +166,11 @@ class OcrMllmVisionModel(nn.Module):
         super().__init__()
         self.config = config
         self.patch_embedding = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size, bias=False
+            config.num_channels,
+            config.hidden_size,
+            kernel_size=config.patch_size,
+            stride=config.patch_size,
+            bias=False,
         )
         self.position_embedding = nn.Parameter(torch.zeros(config.position_embedding_grid_size**2, config.hidden_size))
         self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -393,7 +398,9 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
     def get_high_res_image_features(self, high_res_pixel_values: torch.Tensor) -> torch.Tensor:
         """(views, 3, 1024, 1024) → (views, 256, D); a line view (views, 3, 32, 640) → (views, 80, D), left to right."""
         dtype = self.high_res_downsampler.conv1.weight.dtype
-        neck = self.high_res_vision_tower(pixel_values=high_res_pixel_values.to(dtype)).last_hidden_state  # (views, 256, 64, 64)
+        neck = self.high_res_vision_tower(
+            pixel_values=high_res_pixel_values.to(dtype)
+        ).last_hidden_state  # (views, 256, 64, 64)
         grid = self.high_res_downsampler(neck)  # (views, 1024, 16, 16)
         tokens = grid.flatten(2).transpose(1, 2)  # (views, 256, 1024), row-major over the grid
         return self.high_res_projector(tokens)  # (views, 256, D)
@@ -466,7 +473,9 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         blank = inputs_embeds.new_zeros(1, 3, vision_size, vision_size)
         blank_high_res = inputs_embeds.new_zeros(1, 3, *self.config.high_res_view_size)
         # the stages directly, not get_image_features: a blank image must not move the running feature statistics
-        features = self.get_low_res_image_features(blank).sum() + self.get_high_res_image_features(blank_high_res).sum()
+        features = (
+            self.get_low_res_image_features(blank).sum() + self.get_high_res_image_features(blank_high_res).sum()
+        )
         return inputs_embeds + 0.0 * features.to(inputs_embeds.dtype)
 
     def forward(
@@ -496,7 +505,9 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         image_features = image_outputs = None
         if pixel_values is not None:
             image_outputs = self.get_image_features(pixel_values, high_res_pixel_values, num_high_res_views)
-            image_features = image_outputs.last_hidden_state.to(inputs_embeds.device, inputs_embeds.dtype)  # (tokens, D)
+            image_features = image_outputs.last_hidden_state.to(
+                inputs_embeds.device, inputs_embeds.dtype
+            )  # (tokens, D)
             image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
         elif self.training and torch.is_grad_enabled():
@@ -542,8 +553,15 @@ class OcrMllmCtcPrefixScorer(LogitsProcessor):
     row of each image; prompt_length: the prompt's length (left-padded batch).
     """
 
-    def __init__(self, ctc_log_probs: torch.Tensor, image_rows: torch.Tensor, weight: float, eos_token_ids: list[int],
-                 ignore_token_ids: list[int], prompt_length: int):
+    def __init__(
+        self,
+        ctc_log_probs: torch.Tensor,
+        image_rows: torch.Tensor,
+        weight: float,
+        eos_token_ids: list[int],
+        ignore_token_ids: list[int],
+        prompt_length: int,
+    ):
         self.log_probs = ctc_log_probs.float()  # (R, T, V + 1)
         self.rows, self.weight, self.prompt_length = image_rows, weight, prompt_length
         self.vocab = ctc_log_probs.shape[-1] - 1
@@ -655,7 +673,9 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
     def high_res_vision_tower(self):
         return self.model.high_res_vision_tower
 
-    def get_image_features(self, pixel_values, high_res_pixel_values, num_high_res_views=None) -> BaseModelOutputWithPooling:
+    def get_image_features(
+        self, pixel_values, high_res_pixel_values, num_high_res_views=None
+    ) -> BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, high_res_pixel_values, num_high_res_views)
 
     def forward(
@@ -760,8 +780,9 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         config = kwargs.get("generation_config") or self.generation_config
         eos = kwargs.get("eos_token_id", config.eos_token_id)
         eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
-        return OcrMllmCtcPrefixScorer(log_probs, image_rows, weight, eos, self.config.ctc_ignore_token_ids,
-                                      prompt_length=input_ids.shape[1])
+        return OcrMllmCtcPrefixScorer(
+            log_probs, image_rows, weight, eos, self.config.ctc_ignore_token_ids, prompt_length=input_ids.shape[1]
+        )
 
     def supervised_token_loss(self, hidden_states, labels, num_items_in_batch=None) -> torch.Tensor:
         """The causal LM loss of `self.loss_function` (next-token cross-entropy, -100 ignored, summed over
@@ -792,7 +813,9 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         image_rows = (input_ids == self.config.image_token_id).any(dim=1)  # (batch,)
         num_images = image_features.shape[0] // self.config.image_seq_length
         if num_images != int(image_rows.sum()):
-            raise ValueError(f"the CTC loss needs one image per row; got {num_images} images in {int(image_rows.sum())} rows")
+            raise ValueError(
+                f"the CTC loss needs one image per row; got {num_images} images in {int(image_rows.sum())} rows"
+            )
         log_probs = self.ctc_head(self._column_tokens(image_features, num_images)).float().log_softmax(-1)
         ignore = torch.tensor([-100, *self.config.ctc_ignore_token_ids], device=labels.device)
         targets, target_lengths, keep = [], [], []

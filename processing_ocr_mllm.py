@@ -98,9 +98,7 @@ class OcrMllmProcessor(ProcessorMixin):
         )
         if nested:
             if len(images) != len(placeholders_per_sample):
-                raise ValueError(
-                    f"Got image lists for {len(images)} samples but {len(placeholders_per_sample)} texts"
-                )
+                raise ValueError(f"Got image lists for {len(images)} samples but {len(placeholders_per_sample)} texts")
             flat = []
             for index, (sample_images, expected) in enumerate(zip(images, placeholders_per_sample)):
                 sample_images = [] if sample_images is None else list(sample_images)
@@ -155,8 +153,10 @@ class OcrMllmProcessor(ProcessorMixin):
             return MultiModalData()
         images_kwargs = kwargs.get("images_kwargs", kwargs)
         options = {key: images_kwargs[key] for key in ("do_tiling", "min_tiles", "max_tiles") if key in images_kwargs}
-        views = [self.image_processor.get_number_of_high_res_views(int(width), int(height), **options)
-                 for height, width in image_sizes]
+        views = [
+            self.image_processor.get_number_of_high_res_views(int(width), int(height), **options)
+            for height, width in image_sizes
+        ]
         return MultiModalData(num_image_tokens=[self.num_image_tokens(n) for n in views], num_image_patches=views)
 
     def _check_special_mm_tokens(self, text: list[str], text_inputs, modalities: list[str]):

@@ -10,8 +10,8 @@ and both encoders stay frozen. Defaults are the original's: lr 1e-3, max length 
 
 import sys
 
-
 from ocr_mllm.training.pipeline import main
+
 
 if __name__ == "__main__":
     sys.exit(main("pretrain"))

@@ -11,8 +11,8 @@ the Resampler and projector in modules_to_save. Defaults: lr 2e-5, max length 20
 
 import sys
 
-
 from ocr_mllm.training.pipeline import main
+
 
 if __name__ == "__main__":
     sys.exit(main("sft"))

@@ -19,12 +19,13 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from ocr_mllm.data import synthetic
+from ocr_mllm.data.synthetic import GeneratorConfig, generate_dataset
+from ocr_mllm.text_metrics import levenshtein
 
-from ocr_mllm.data import synthetic  # noqa: E402
-from ocr_mllm.data.synthetic import GeneratorConfig, generate_dataset  # noqa: E402
-from ocr_mllm.text_metrics import levenshtein  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 TESS_LANG = {"en": "eng", "zh-Hans": "chi_sim", "zh-Hant": "chi_tra"}
 
@@ -37,14 +38,18 @@ def _cer(ref: str, hyp: str) -> float:
 def tesseract_check(out_dir: str, n: int) -> dict:
     exe = shutil.which("tesseract")
     if exe is None:
-        return {"skipped": "tesseract binary not installed (apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra)"}
+        return {
+            "skipped": "tesseract binary not installed (apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra)"
+        }
     with open(os.path.join(out_dir, "train.json"), encoding="utf-8") as f:
         records = json.load(f)[:n]
     per_lang = {}
     for r in records:
         res = subprocess.run(
             [exe, os.path.join(out_dir, r["image"]), "-", "-l", TESS_LANG[r["language"]], "--psm", "7"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         hyp = res.stdout.strip()
         d = per_lang.setdefault(r["language"], {"n": 0, "cer_sum": 0.0, "exact": 0})
@@ -82,8 +87,14 @@ def main() -> int:
     results = {
         "benchmark": "synthetic_data",
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"num_samples": args.num_samples, "workers": args.workers, "tasks": tasks, "languages": languages,
-                     "max_chars": args.max_chars, "image_size": args.image_size},
+        "settings": {
+            "num_samples": args.num_samples,
+            "workers": args.workers,
+            "tasks": tasks,
+            "languages": languages,
+            "max_chars": args.max_chars,
+            "image_size": args.image_size,
+        },
         "startup_seconds": round(startup, 3),
         "runs": [],
     }
@@ -91,9 +102,16 @@ def main() -> int:
     tmp_root = tempfile.mkdtemp(prefix="bench_synth_")
     try:
         for level in args.augment.split(","):
-            cfg = GeneratorConfig(num_samples=args.num_samples, languages=languages, tasks=tasks, seed=0,
-                                  heldout_fraction=0.0, max_chars=args.max_chars, image_size=args.image_size,
-                                  augment=level)
+            cfg = GeneratorConfig(
+                num_samples=args.num_samples,
+                languages=languages,
+                tasks=tasks,
+                seed=0,
+                heldout_fraction=0.0,
+                max_chars=args.max_chars,
+                image_size=args.image_size,
+                augment=level,
+            )
             out = os.path.join(tmp_root, level)
             t = time.perf_counter()
             summary = generate_dataset(out, cfg, workers=args.workers, progress=False, write_hf=False)
@@ -101,7 +119,9 @@ def main() -> int:
             t = time.perf_counter()
             synthetic.write_hf_dataset(out, level)
             hf_s = time.perf_counter() - t
-            size = sum(os.path.getsize(os.path.join(out, "images", f)) for f in os.listdir(os.path.join(out, "images")))
+            size = sum(
+                os.path.getsize(os.path.join(out, "images", f)) for f in os.listdir(os.path.join(out, "images"))
+            )
             run = {
                 "augment": level,
                 "images_per_second": round(summary["images_per_second"], 1),

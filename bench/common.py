@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the model code lives at the repository root (trust_remote_code layout)
-    sys.path.insert(0, str(REPO))
 RESULTS_DIR = REPO / "bench" / "results"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -146,7 +145,9 @@ def synchronize(device: str = "cpu") -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: str = "cpu") -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: str = "cpu"
+) -> dict[str, list[float]]:
     """Time every case `repeats` times, round-robin (the order rotates each round), after `warmup` untimed calls each.
 
     Ours and the peer thus share whatever else the machine is doing at that moment; compare medians / ratios."""
@@ -265,7 +266,9 @@ def process_peak_rss_mib() -> float:
 # --------------------------------------------------------------------------------------------------------------------
 def add_common_arguments(parser: argparse.ArgumentParser, default_repeats: int) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (smoke test)")
-    parser.add_argument("--repeats", type=int, default=None, help=f"timed rounds per case (default {default_repeats}; 1 with --quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help=f"timed rounds per case (default {default_repeats}; 1 with --quick)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--output-dir", default=str(RESULTS_DIR), help="where the JSON and PNG go")
 
@@ -306,8 +309,15 @@ def _json_default(value):
     return str(value)
 
 
-def grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
-                 log: bool = False, fmt: str = "{:.3g}") -> None:
+def grouped_bars(
+    ax,
+    groups: list[str],
+    series: dict[str, list[float | None]],
+    ylabel: str,
+    title: str,
+    log: bool = False,
+    fmt: str = "{:.3g}",
+) -> None:
     """One bar per (group, series); missing values (None) are left out."""
     import numpy as np
 
@@ -320,8 +330,16 @@ def grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], y
         bars = ax.bar(positions, heights, width, label=label)
         for bar, value in zip(bars, values):
             if value is not None:
-                ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
+                ax.annotate(
+                    fmt.format(value),
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                    rotation=90,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
     ax.set_xticks(x)
     ax.set_xticklabels(groups, fontsize=8)
     ax.set_ylabel(ylabel)

@@ -37,8 +37,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from bench.common import (
     PeakRSS,
-    busy_cores,
     add_common_arguments,
+    busy_cores,
     figure,
     grouped_bars,
     interleaved,
@@ -49,6 +49,7 @@ from bench.common import (
     stats,
     write_results,
 )
+
 
 INPUTS = ("a4_scan", "phone_photo", "screenshot", "strip")
 DESCRIPTIONS = {
@@ -233,10 +234,16 @@ def build_processors(size: int, high_res_size: int, max_tiles: int = 6) -> tuple
     ours_pil = OcrMllmImageProcessor(size=size, high_res_size=high_res_size, resize_backend="pil")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        deepseek = deepseek_class(size={"height": size, "width": size}, high_res_size={"height": high_res_size, "width": high_res_size})
+        deepseek = deepseek_class(
+            size={"height": size, "width": size}, high_res_size={"height": high_res_size, "width": high_res_size}
+        )
         got = got_class(size={"height": high_res_size, "width": high_res_size})
-        got_tiled = got_class(size={"height": high_res_size, "width": high_res_size}, crop_to_patches=True,
-                              min_patches=1, max_patches=max_tiles)
+        got_tiled = got_class(
+            size={"height": high_res_size, "width": high_res_size},
+            crop_to_patches=True,
+            min_patches=1,
+            max_patches=max_tiles,
+        )
     cases = {
         "ours": lambda image: ours(image, return_tensors="pt"),
         "ours_pad": lambda image: ours_pad(image, return_tensors="pt"),
@@ -290,8 +297,11 @@ def output_checks(images: dict, size: int, high_res_size: int, objects: dict) ->
     checks = {}
     for name, image in images.items():
         entry = {}
-        for mode, processor, kwargs in (("stretch", ours, {}), ("pad_to_square", ours_pad, {"pad_to_square": True}),
-                                         ("tiled", ours_tiled, {"do_tiling": True})):
+        for mode, processor, kwargs in (
+            ("stretch", ours, {}),
+            ("pad_to_square", ours_pad, {"pad_to_square": True}),
+            ("tiled", ours_tiled, {"do_tiling": True}),
+        ):
             new = processor(image)
             start = time.perf_counter()
             with PeakRSS() as memory:
@@ -299,14 +309,20 @@ def output_checks(images: dict, size: int, high_res_size: int, objects: dict) ->
             before_seconds = time.perf_counter() - start
             entry[mode] = {
                 "low_view": compare(new["pixel_values"], old["pixel_values"], processor.image_std),
-                "high_res_views": compare(new["high_res_pixel_values"], old["high_res_pixel_values"], processor.high_res_image_std),
+                "high_res_views": compare(
+                    new["high_res_pixel_values"], old["high_res_pixel_values"], processor.high_res_image_std
+                ),
                 "before_seconds_single_call": round(before_seconds, 4),
                 "before_peak_rss_delta_mib": memory.delta_mib,
             }
         # equal output: ours with GotOcr2's mean/std vs GotOcr2's single 1024 view
         got = objects["got"]
-        same_stats = OcrMllmImageProcessor(size=size, high_res_size=high_res_size, high_res_image_mean=list(got.image_mean),
-                                           high_res_image_std=list(got.image_std))
+        same_stats = OcrMllmImageProcessor(
+            size=size,
+            high_res_size=high_res_size,
+            high_res_image_mean=list(got.image_mean),
+            high_res_image_std=list(got.image_std),
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             got_view = got(image, return_tensors="np")["pixel_values"]
@@ -323,7 +339,11 @@ PAIRS = {
     "both_views_vs_deepseek": ("ours", "deepseek", "both views, ours stretched vs DeepseekVLHybrid letterboxed"),
     "both_views_letterbox_vs_deepseek": ("ours_pad", "deepseek", "both views, both letterboxed to a square"),
     "both_views_vs_got_one_view": ("ours", "got", "ours makes both views, GotOcr2 only the 1024 view"),
-    "tiled_vs_got_tiled": ("ours_tiled", "got_tiled", "global + tiles (≤ 6) [+ our low view] vs GotOcr2 tiles + thumbnail"),
+    "tiled_vs_got_tiled": (
+        "ours_tiled",
+        "got_tiled",
+        "global + tiles (≤ 6) [+ our low view] vs GotOcr2 tiles + thumbnail",
+    ),
     "speedup_vs_before": ("ours", "before", "this change: same outputs within ±1-2 grey levels"),
 }
 
@@ -349,13 +369,20 @@ def run(args) -> dict:
     results = {}
     for name in selected:
         image = images[name]
-        log(f"[image_processing] {name} {image.width}x{image.height}: {repeats} interleaved rounds of {len(cases)} cases")
+        log(
+            f"[image_processing] {name} {image.width}x{image.height}: {repeats} interleaved rounds of {len(cases)} cases"
+        )
         bound = {case: (lambda fn=fn, image=image: fn(image)) for case, fn in cases.items()}
         times = interleaved(bound, repeats=repeats, warmup=1)
-        if all_cores > 1 and not machine_busy:  # second loop: ours with every core (switching torch's pool size per call costs ~100 ms)
+        if (
+            all_cores > 1 and not machine_busy
+        ):  # second loop: ours with every core (switching torch's pool size per call costs ~100 ms)
             torch.set_num_threads(all_cores)
-            multi = interleaved({f"ours_{all_cores}threads": bound["ours"], "deepseek_again": bound["deepseek"]},
-                                repeats=repeats, warmup=1)
+            multi = interleaved(
+                {f"ours_{all_cores}threads": bound["ours"], "deepseek_again": bound["deepseek"]},
+                repeats=repeats,
+                warmup=1,
+            )
             torch.set_num_threads(args.threads)
             times.update(multi)
         memory = {}
@@ -374,35 +401,56 @@ def run(args) -> dict:
                 "peak_rss_delta_mib": memory[case],
             }
         entry["speedups"] = {
-            pair: round(median_ratio(times[ours_case], times[peer_case]), 2) for pair, (ours_case, peer_case, _) in PAIRS.items()
+            pair: round(median_ratio(times[ours_case], times[peer_case]), 2)
+            for pair, (ours_case, peer_case, _) in PAIRS.items()
         }
         if all_cores > 1 and not machine_busy:
             entry["speedups"][f"ours_{all_cores}threads_vs_deepseek"] = round(
-                median_ratio(times[f"ours_{all_cores}threads"], times["deepseek_again"]), 2)
+                median_ratio(times[f"ours_{all_cores}threads"], times["deepseek_again"]), 2
+            )
         faster_peer = min(("deepseek", "got"), key=lambda case: stats(times[case])["median"])
-        entry["vs_faster_peer"] = {"peer": faster_peer, "speedup": round(median_ratio(times["ours"], times[faster_peer]), 2)}
+        entry["vs_faster_peer"] = {
+            "peer": faster_peer,
+            "speedup": round(median_ratio(times["ours"], times[faster_peer]), 2),
+        }
         entry["raw_seconds"] = {case: [round(v, 5) for v in values] for case, values in times.items()}
         results[name] = entry
-        log("    " + "  ".join(f"{case} {entry['cases'][case]['images_per_second']:.1f}/s" for case in times)
-            + "\n    speed-ups: " + ", ".join(f"{k} {v}x" for k, v in entry["speedups"].items()))
+        log(
+            "    "
+            + "  ".join(f"{case} {entry['cases'][case]['images_per_second']:.1f}/s" for case in times)
+            + "\n    speed-ups: "
+            + ", ".join(f"{k} {v}x" for k, v in entry["speedups"].items())
+        )
 
     log("[image_processing] output checks (PSNR against the processor before this change) ...")
     checks = output_checks({name: images[name] for name in selected}, size, high_res_size, objects)
     payload = {
         "machine": machine_info(),
         "settings": {
-            "size": size, "high_res_size": high_res_size, "max_tiles": args.max_tiles, "repeats": repeats,
-            "warmup": 1, "torch_threads": args.threads, "input_scale": scale, "quick": args.quick,
-            "inputs": {name: DESCRIPTIONS[name] + f" (here {images[name].width}x{images[name].height})" for name in selected},
+            "size": size,
+            "high_res_size": high_res_size,
+            "max_tiles": args.max_tiles,
+            "repeats": repeats,
+            "warmup": 1,
+            "torch_threads": args.threads,
+            "input_scale": scale,
+            "quick": args.quick,
+            "inputs": {
+                name: DESCRIPTIONS[name] + f" (here {images[name].width}x{images[name].height})" for name in selected
+            },
             "input_type": "decoded RGB PIL images in memory; return_tensors='pt'",
             "multi_thread_loop": "ours_<N>threads and deepseek_again: a second interleaved loop with torch at N threads"
-                                 + (f" — skipped: other jobs kept {busy} cores busy at start" if machine_busy else ""),
+            + (f" — skipped: other jobs kept {busy} cores busy at start" if machine_busy else ""),
             "busy_cores_at_start": busy,
             "cases": {
-                "ours": "both views, stretched (default)", "ours_pad": "both views, pad_to_square",
-                "ours_tiled": "both views + tiles", "ours_pil": "resize_backend='pil' (exactly the old outputs)",
-                "before": "the processor before this optimisation", "deepseek": info["deepseek_class"] + " both views",
-                "got": info["got_class"] + " one 1024 view", "got_tiled": info["got_class"] + " crop_to_patches",
+                "ours": "both views, stretched (default)",
+                "ours_pad": "both views, pad_to_square",
+                "ours_tiled": "both views + tiles",
+                "ours_pil": "resize_backend='pil' (exactly the old outputs)",
+                "before": "the processor before this optimisation",
+                "deepseek": info["deepseek_class"] + " both views",
+                "got": info["got_class"] + " one 1024 view",
+                "got_tiled": info["got_class"] + " crop_to_patches",
             },
             "pairs": {pair: description for pair, (_, _, description) in PAIRS.items()},
             **info,
@@ -420,16 +468,39 @@ def chart(payload: dict, path) -> None:
     results = payload["results"]
     groups = list(results)
     labels = [f"{g}\n{results[g]['size'][0]}x{results[g]['size'][1]}" for g in groups]
-    both = [c for c in ("ours", "ours_pad", "ours_pil", "before", "deepseek", "got") if c in next(iter(results.values()))["cases"]]
+    both = [
+        c
+        for c in ("ours", "ours_pad", "ours_pil", "before", "deepseek", "got")
+        if c in next(iter(results.values()))["cases"]
+    ]
     tiled = ["ours_tiled", "got_tiled"]
     settings = payload["settings"]
-    with figure(path, 1, 2, size=(13, 4.8), title=(
-        f"Image processing, images/s (median of {settings['repeats']}, 1 torch thread; peers: {settings['deepseek_class']}, "
-        f"{settings['got_class']})")) as (fig, axes):
-        grouped_bars(axes[0][0], labels, {c: [results[g]["cases"][c]["images_per_second"] for g in groups] for c in both},
-                     "images / s (log)", "both views (got: its single 1024 view)", log=True)
-        grouped_bars(axes[0][1], labels, {c: [results[g]["cases"][c]["images_per_second"] for g in groups] for c in tiled},
-                     "images / s (log)", "with tiling (≤ 6 tiles)", log=True)
+    with figure(
+        path,
+        1,
+        2,
+        size=(13, 4.8),
+        title=(
+            f"Image processing, images/s (median of {settings['repeats']}, 1 torch thread; peers: {settings['deepseek_class']}, "
+            f"{settings['got_class']})"
+        ),
+    ) as (fig, axes):
+        grouped_bars(
+            axes[0][0],
+            labels,
+            {c: [results[g]["cases"][c]["images_per_second"] for g in groups] for c in both},
+            "images / s (log)",
+            "both views (got: its single 1024 view)",
+            log=True,
+        )
+        grouped_bars(
+            axes[0][1],
+            labels,
+            {c: [results[g]["cases"][c]["images_per_second"] for g in groups] for c in tiled},
+            "images / s (log)",
+            "with tiling (≤ 6 tiles)",
+            log=True,
+        )
 
 
 def main(argv=None):

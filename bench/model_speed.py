@@ -24,9 +24,9 @@ import warnings
 
 from bench.common import (
     PeakRSS,
-    choose_threads,
     add_common_arguments,
     check_device,
+    choose_threads,
     figure,
     grouped_bars,
     log,
@@ -36,6 +36,7 @@ from bench.common import (
     write_results,
 )
 
+
 VOCAB = 32000
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -44,12 +45,30 @@ def sizes(quick: bool) -> dict:
     """Model dimensions: a small Qwen2-style LLM (untied, GQA) and thin but full-resolution encoders."""
     if quick:
         return {
-            "text": dict(model_type="qwen2", vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=False, rms_norm_eps=1e-6),
-            "sam": dict(model_type="sam_vision_model", hidden_size=32, output_channels=32, num_hidden_layers=2,
-                        num_attention_heads=2, mlp_dim=64, image_size=128, patch_size=16, window_size=4,
-                        global_attn_indexes=[1]),
+            "text": dict(
+                model_type="qwen2",
+                vocab_size=512,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=1024,
+                tie_word_embeddings=False,
+                rms_norm_eps=1e-6,
+            ),
+            "sam": dict(
+                model_type="sam_vision_model",
+                hidden_size=32,
+                output_channels=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                mlp_dim=64,
+                image_size=128,
+                patch_size=16,
+                window_size=4,
+                global_attn_indexes=[1],
+            ),
             "low": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
             "ours_low_geometry": (56, 14),  # (image size, patch): 4x4 patches
             "deepseek_low_geometry": (64, 16),  # 4x4 patches
@@ -58,13 +77,31 @@ def sizes(quick: bool) -> dict:
             "text_tokens": 8,
         }
     return {
-        "text": dict(model_type="qwen2", vocab_size=VOCAB, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                     num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
-                     tie_word_embeddings=False, rms_norm_eps=1e-6),
+        "text": dict(
+            model_type="qwen2",
+            vocab_size=VOCAB,
+            hidden_size=512,
+            intermediate_size=1536,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            tie_word_embeddings=False,
+            rms_norm_eps=1e-6,
+        ),
         # SAM at its real resolution (1024 px, patch 16: 4096 tokens, windows 14, global blocks), thinner and shallower
-        "sam": dict(model_type="sam_vision_model", hidden_size=192, output_channels=256, num_hidden_layers=4,
-                    num_attention_heads=3, mlp_dim=768, image_size=1024, patch_size=16, window_size=14,
-                    global_attn_indexes=[1, 3]),
+        "sam": dict(
+            model_type="sam_vision_model",
+            hidden_size=192,
+            output_channels=256,
+            num_hidden_layers=4,
+            num_attention_heads=3,
+            mlp_dim=768,
+            image_size=1024,
+            patch_size=16,
+            window_size=14,
+            global_attn_indexes=[1, 3],
+        ),
         "low": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
         "ours_low_geometry": (448, 14),  # ours: 32x32 patches → 256 Resampler queries
         "deepseek_low_geometry": (384, 16),  # DeepseekVLHybrid's SigLIP: 24x24 patches → 576 fused tokens
@@ -86,8 +123,12 @@ def build_models(dims: dict, attn: str, seed: int = 0):
     ours_size, ours_patch = dims["ours_low_geometry"]
     ours_config = OcrMllmConfig(
         text_config=dict(dims["text"]),
-        vision_config=dict(dims["low"], image_size=ours_size, patch_size=ours_patch,
-                           position_embedding_grid_size=max(2, ours_size // ours_patch // 2)),
+        vision_config=dict(
+            dims["low"],
+            image_size=ours_size,
+            patch_size=ours_patch,
+            position_embedding_grid_size=max(2, ours_size // ours_patch // 2),
+        ),
         high_res_vision_config=dict(dims["sam"]),
         high_res_downsample_channels=dims["ours_downsample"],
         resampler_num_queries=dims["resampler_queries"],
@@ -105,7 +146,9 @@ def build_models(dims: dict, attn: str, seed: int = 0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = OcrMllmForConditionalGeneration._from_config(ours_config, attn_implementation=attn).eval()
-        deepseek = DeepseekVLHybridForConditionalGeneration._from_config(deepseek_config, attn_implementation=attn).eval()
+        deepseek = DeepseekVLHybridForConditionalGeneration._from_config(
+            deepseek_config, attn_implementation=attn
+        ).eval()
     # the same text model: same weights in both
     deepseek.model.language_model.load_state_dict(ours.model.language_model.state_dict())
     deepseek.lm_head.load_state_dict(ours.lm_head.state_dict())
@@ -130,11 +173,14 @@ def make_inputs(name: str, model, batch: int, text_tokens: int, image_token: int
     vocab = model.config.text_config.vocab_size
     half = text_tokens // 2
     count = image_tokens(name, model)
-    ids = torch.cat([
-        torch.randint(10, vocab - 10, (batch, half), generator=generator),
-        torch.full((batch, count), image_token),
-        torch.randint(10, vocab - 10, (batch, text_tokens - half), generator=generator),
-    ], dim=1)
+    ids = torch.cat(
+        [
+            torch.randint(10, vocab - 10, (batch, half), generator=generator),
+            torch.full((batch, count), image_token),
+            torch.randint(10, vocab - 10, (batch, text_tokens - half), generator=generator),
+        ],
+        dim=1,
+    )
     if name == "ours":
         low = model.config.vision_config.image_size
         extra = {"num_high_res_views": torch.ones(batch, dtype=torch.long)}
@@ -168,8 +214,13 @@ def timed_generate(model, inputs: dict, new_tokens: int, device: str) -> tuple[f
     synchronize(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       stopping_criteria=StoppingCriteriaList([Clock()]))
+        model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            stopping_criteria=StoppingCriteriaList([Clock()]),
+        )
     prefill = stamps[0] - start
     steps = [b - a for a, b in zip(stamps, stamps[1:])]
     return prefill, steps
@@ -197,8 +248,12 @@ def measure_bandwidth(device: str, mib: int, repeats: int = 5) -> dict:
     read = size / statistics.median(reads[1:]) / 1e9
     copy = 2 * size / statistics.median(copies[1:]) / 1e9
     del source, target
-    return {"read_gb_per_s": round(read, 2), "copy_gb_per_s": round(copy, 2), "array_mib": mib,
-            "note": "read: sum over the array; copy: bytes read + bytes written"}
+    return {
+        "read_gb_per_s": round(read, 2),
+        "copy_gb_per_s": round(copy, 2),
+        "array_mib": mib,
+        "note": "read: sum over the array; copy: bytes read + bytes written",
+    }
 
 
 def measure_gemv(model, device: str, repeats: int = 7) -> dict:
@@ -233,15 +288,20 @@ def decode_bytes_per_step(model, batch: int, context: float, element_bytes: int)
     weights += model.lm_head.weight.numel()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     kv = 2 * text.num_hidden_layers * batch * text.num_key_value_heads * head_dim * context
-    return {"weight_bytes": int(weights * element_bytes), "kv_bytes": int(kv * element_bytes),
-            "total_bytes": int((weights + kv) * element_bytes)}
+    return {
+        "weight_bytes": int(weights * element_bytes),
+        "kv_bytes": int(kv * element_bytes),
+        "total_bytes": int((weights + kv) * element_bytes),
+    }
 
 
 def run(args) -> dict:
     import torch
 
     device = check_device(args.device)
-    threads, threads_reason = choose_threads(args.threads) if device == "cpu" else (torch.get_num_threads(), "cuda run")
+    threads, threads_reason = (
+        choose_threads(args.threads) if device == "cpu" else (torch.get_num_threads(), "cuda run")
+    )
     torch.set_num_threads(threads)
     log(f"[model_speed] torch threads: {threads} ({threads_reason})")
     repeats = resolve_repeats(args, default_repeats=3)
@@ -265,8 +325,10 @@ def run(args) -> dict:
         gemv[dtype_name] = measure_gemv(models["ours"], device)
         log(f"[model_speed] {dtype_name} weight GEMV alone (batch 1): {gemv[dtype_name]}")
         for batch in batches:
-            inputs = {name: make_inputs(name, model, batch, dims["text_tokens"], image_token, dtype, device)
-                      for name, model in models.items()}
+            inputs = {
+                name: make_inputs(name, model, batch, dims["text_tokens"], image_token, dtype, device)
+                for name, model in models.items()
+            }
             if batch == batches[0]:  # warm-up once per dtype (oneDNN primitives, allocator); later batch sizes
                 for name, model in models.items():  # rely on the median to drop a slow first round
                     timed_generate(model, inputs[name], 2, device)
@@ -274,7 +336,7 @@ def run(args) -> dict:
             memory = {}
             order = list(models)
             for round_index in range(repeats):
-                for name in (order if round_index % 2 == 0 else order[::-1]):
+                for name in order if round_index % 2 == 0 else order[::-1]:
                     gc.collect()
                     if device.startswith("cuda"):
                         torch.cuda.reset_peak_memory_stats()
@@ -306,28 +368,40 @@ def run(args) -> dict:
             ours, peer = measurements["ours"], measurements["deepseek"]
             entry["ratios"] = {
                 # > 1: ours faster; median of per-round ratios (both models of a round ran back to back)
-                "prefill_speedup_vs_deepseek": round(statistics.median(p / o for o, p in zip(ours["prefill"], peer["prefill"])), 3),
-                "decode_speedup_vs_deepseek": round(statistics.median(p / o for o, p in zip(ours["decode_step"], peer["decode_step"])), 3),
+                "prefill_speedup_vs_deepseek": round(
+                    statistics.median(p / o for o, p in zip(ours["prefill"], peer["prefill"])), 3
+                ),
+                "decode_speedup_vs_deepseek": round(
+                    statistics.median(p / o for o, p in zip(ours["decode_step"], peer["decode_step"])), 3
+                ),
             }
             runs.append(entry)
             o, d = entry["models"]["ours"], entry["models"]["deepseek"]
-            log(f"[model_speed] {dtype_name} batch {batch}: prefill ours {o['prefill_seconds']:.3f}s vs deepseek "
+            log(
+                f"[model_speed] {dtype_name} batch {batch}: prefill ours {o['prefill_seconds']:.3f}s vs deepseek "
                 f"{d['prefill_seconds']:.3f}s ({entry['ratios']['prefill_speedup_vs_deepseek']}x); decode ours "
                 f"{o['decode_tokens_per_second']:.1f} tok/s vs {d['decode_tokens_per_second']:.1f} "
-                f"({entry['ratios']['decode_speedup_vs_deepseek']}x)")
+                f"({entry['ratios']['decode_speedup_vs_deepseek']}x)"
+            )
     bandwidth.append(measure_bandwidth(device, bandwidth_mib))
     read_bandwidth = round(statistics.median(b["read_gb_per_s"] for b in bandwidth), 2)
     for entry in runs:
         for model_entry in entry["models"].values():
             model_entry["roofline_fraction"] = round(model_entry["decode_gb_per_second"] / read_bandwidth, 3)
-            model_entry["fraction_of_gemv_rate"] = round(model_entry["decode_gb_per_second"] / gemv[entry["dtype"]]["gb_per_s"], 3)
+            model_entry["fraction_of_gemv_rate"] = round(
+                model_entry["decode_gb_per_second"] / gemv[entry["dtype"]]["gb_per_s"], 3
+            )
     scaling = {}
     for dtype_name in dtypes:
         for name in models:
-            per_batch = {e["batch"]: e["models"][name]["decode_tokens_per_second"] for e in runs if e["dtype"] == dtype_name}
+            per_batch = {
+                e["batch"]: e["models"][name]["decode_tokens_per_second"] for e in runs if e["dtype"] == dtype_name
+            }
             if 1 in per_batch and len(per_batch) > 1:
                 largest = max(per_batch)
-                scaling[f"{name}_{dtype_name}_batch{largest}_over_batch1"] = round(per_batch[largest] / per_batch[1], 2)
+                scaling[f"{name}_{dtype_name}_batch{largest}_over_batch1"] = round(
+                    per_batch[largest] / per_batch[1], 2
+                )
 
     def count(model):
         return sum(p.numel() for p in model.parameters())
@@ -335,14 +409,26 @@ def run(args) -> dict:
     payload = {
         "machine": machine_info(device),
         "settings": {
-            "device": device, "dtypes": dtypes, "batch_sizes": batches, "new_tokens": new_tokens, "repeats": repeats,
-            "attn_implementation": args.attn, "torch_threads": torch.get_num_threads(), "threads_reason": threads_reason,
+            "device": device,
+            "dtypes": dtypes,
+            "batch_sizes": batches,
+            "new_tokens": new_tokens,
+            "repeats": repeats,
+            "attn_implementation": args.attn,
+            "torch_threads": torch.get_num_threads(),
+            "threads_reason": threads_reason,
             "quick": args.quick,
-            "text_config": dims["text"], "sam_config": dims["sam"], "low_res_tower": dims["low"],
-            "ours_low_res_geometry": dims["ours_low_geometry"], "deepseek_low_res_geometry": dims["deepseek_low_geometry"],
+            "text_config": dims["text"],
+            "sam_config": dims["sam"],
+            "low_res_tower": dims["low"],
+            "ours_low_res_geometry": dims["ours_low_geometry"],
+            "deepseek_low_res_geometry": dims["deepseek_low_geometry"],
             "text_tokens_per_prompt": dims["text_tokens"],
             "parameters": {name: count(model) for name, model in models.items()},
-            "llm_parameters": {name: count(model.model.language_model) + model.lm_head.weight.numel() for name, model in models.items()},
+            "llm_parameters": {
+                name: count(model.model.language_model) + model.lm_head.weight.numel()
+                for name, model in models.items()
+            },
             "method": "generate() with a stopping criterion that stamps every token; rounds alternate the model order",
         },
         "memory_bandwidth": {"measurements": bandwidth, "read_gb_per_s_median": read_bandwidth},
@@ -360,16 +446,39 @@ def chart(payload: dict, path) -> None:
     runs = payload["runs"]
     labels = [f"{r['dtype']} b{r['batch']}" for r in runs]
     names = ("ours", "deepseek")
-    with figure(path, 1, 3, size=(14, 4.5), title=(
-        f"OcrMllm vs DeepseekVLHybrid, same Qwen2 LLM ({payload['settings']['device']}, "
-        f"{payload['settings']['attn_implementation']}); memory read bandwidth "
-        f"{payload['memory_bandwidth']['read_gb_per_s_median']} GB/s")) as (fig, axes):
-        grouped_bars(axes[0][0], labels, {n: [r["models"][n]["prefill_seconds"] for r in runs] for n in names},
-                     "seconds (lower is better)", "prefill latency (vision + LLM prefill)")
-        grouped_bars(axes[0][1], labels, {n: [r["models"][n]["decode_tokens_per_second"] for r in runs] for n in names},
-                     "tokens / s", "decode throughput")
-        grouped_bars(axes[0][2], labels, {n: [r["models"][n]["roofline_fraction"] for r in runs] for n in names},
-                     "fraction of measured read bandwidth", "decode bytes moved / s ÷ bandwidth", fmt="{:.2f}")
+    with figure(
+        path,
+        1,
+        3,
+        size=(14, 4.5),
+        title=(
+            f"OcrMllm vs DeepseekVLHybrid, same Qwen2 LLM ({payload['settings']['device']}, "
+            f"{payload['settings']['attn_implementation']}); memory read bandwidth "
+            f"{payload['memory_bandwidth']['read_gb_per_s_median']} GB/s"
+        ),
+    ) as (fig, axes):
+        grouped_bars(
+            axes[0][0],
+            labels,
+            {n: [r["models"][n]["prefill_seconds"] for r in runs] for n in names},
+            "seconds (lower is better)",
+            "prefill latency (vision + LLM prefill)",
+        )
+        grouped_bars(
+            axes[0][1],
+            labels,
+            {n: [r["models"][n]["decode_tokens_per_second"] for r in runs] for n in names},
+            "tokens / s",
+            "decode throughput",
+        )
+        grouped_bars(
+            axes[0][2],
+            labels,
+            {n: [r["models"][n]["roofline_fraction"] for r in runs] for n in names},
+            "fraction of measured read bandwidth",
+            "decode bytes moved / s ÷ bandwidth",
+            fmt="{:.2f}",
+        )
 
 
 def main(argv=None):
@@ -379,8 +488,11 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--new-tokens", type=int, default=32, help="generated tokens per run")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention kernel for both models")
-    parser.add_argument("--threads", default="auto",
-                        help="torch threads, or 'auto': all cores on an idle machine, 1 when other jobs are running")
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads, or 'auto': all cores on an idle machine, 1 when other jobs are running",
+    )
     parser.add_argument("--bandwidth-mib", type=int, default=1024, help="array size for the bandwidth measurement")
     return run(parser.parse_args(argv))
 

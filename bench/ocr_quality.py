@@ -56,6 +56,7 @@ from bench.common import (
     write_results,
 )
 
+
 LANGUAGES = ("en", "zh-Hans", "zh-Hant")
 FONT_GROUPS = ("seen", "unseen")
 GROUPS = (*FONT_GROUPS, "all")
@@ -68,8 +69,15 @@ SHIPPED = "reader-mini"  # the engine name the targets are checked for
 TARGET_MARGINS = {"en": 0.01, "zh-Hans": 0.0, "zh-Hant": 0.0}
 # The shipped reader's training data (scripts/quickstart.py make_data with `--preset reader-mini`'s flags); a different
 # line length or character set would measure something the reader was not trained for.
-GENERATOR_SETTINGS = {"languages": LANGUAGES, "tasks": ("line",), "prompts": "blind", "max_chars": 60,
-                      "max_chars_cjk": 20, "cjk_characters": 3500, "augment": "light"}
+GENERATOR_SETTINGS = {
+    "languages": LANGUAGES,
+    "tasks": ("line",),
+    "prompts": "blind",
+    "max_chars": 60,
+    "max_chars_cjk": 20,
+    "cjk_characters": 3500,
+    "augment": "light",
+}
 DATA_SEED = 1234  # not the training seed (0): other numbers, dates and codes next to the held-out words
 
 
@@ -89,8 +97,12 @@ def edit_distance(a: str, b: str) -> int:
 
 def _is_cjk(char: str) -> bool:
     code = ord(char)
-    return (0x3000 <= code <= 0x9FFF) or (0xF900 <= code <= 0xFAFF) or (0xFF00 <= code <= 0xFFEF) or (
-        0x20000 <= code <= 0x2FA1F)
+    return (
+        (0x3000 <= code <= 0x9FFF)
+        or (0xF900 <= code <= 0xFAFF)
+        or (0xFF00 <= code <= 0xFFEF)
+        or (0x20000 <= code <= 0x2FA1F)
+    )
 
 
 def normalize(text: str) -> str:
@@ -121,8 +133,9 @@ def score(rows: list[dict]) -> dict:
             failed[row["language"]] += 1
             failed["all"] += 1
     for language, group in rows_by_language(read, LANGUAGES).items():
-        normalised = reading_scores(((normalize(r["prediction"]), normalize(r["reference"])) for r in group),
-                                    edit_distance)
+        normalised = reading_scores(
+            ((normalize(r["prediction"]), normalize(r["reference"])) for r in group), edit_distance
+        )
         raw = reading_scores(((r["prediction"], r["reference"]) for r in group), edit_distance)
         seconds = [r["seconds"] for r in group]
         table[language] = {
@@ -155,8 +168,9 @@ def heldout_config(fonts: str, lines: int, seed: int = DATA_SEED):
     since `heldout_fraction` rounds `lines` to all of them (it must stay below 1)."""
     from ocr_mllm.data import GeneratorConfig
 
-    return GeneratorConfig(num_samples=lines, heldout_fraction=1 - 0.4 / lines, seed=seed, fonts=fonts,
-                           **GENERATOR_SETTINGS).validate()
+    return GeneratorConfig(
+        num_samples=lines, heldout_fraction=1 - 0.4 / lines, seed=seed, fonts=fonts, **GENERATOR_SETTINGS
+    ).validate()
 
 
 def _comparable(config: dict) -> dict:
@@ -183,8 +197,12 @@ def prepare_data(root: Path, per_group: int, workers: int) -> tuple[dict[str, Pa
             meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else None
         except ValueError as err:
             raise SystemExit(f"{meta_path}: not JSON ({err}); delete {folder} to regenerate it") from err
-        if (meta and _comparable(meta.get("config", {})) == _comparable(wanted)
-                and meta.get("counts", {}).get("heldout", 0) >= per_group and (folder / "heldout.json").exists()):
+        if (
+            meta
+            and _comparable(meta.get("config", {})) == _comparable(wanted)
+            and meta.get("counts", {}).get("heldout", 0) >= per_group
+            and (folder / "heldout.json").exists()
+        ):
             notes.append(f"{fonts}: reused {folder}")
         else:
             start = time.perf_counter()
@@ -304,27 +322,38 @@ class OursEngine:
 
     batched = True
 
-    def __init__(self, model_dir: Path, device: str, dtype: str, max_new_tokens: int,
-                 ctc_decoding_weight: float | None = None):
+    def __init__(
+        self, model_dir: Path, device: str, dtype: str, max_new_tokens: int, ctc_decoding_weight: float | None = None
+    ):
         from ocr_mllm.inference import load_model_and_processor
 
         self.model, self.processor = load_model_and_processor(str(model_dir), device=device, dtype=dtype)
         self.max_new_tokens = max_new_tokens
         # None: the model's config decides (what users get); a number overrides it, to weigh accuracy against speed
         self.override = {} if ctc_decoding_weight is None else {"ctc_decoding_weight": ctc_decoding_weight}
-        self.ctc_decoding_weight = self.override.get("ctc_decoding_weight",
-                                                     getattr(self.model.config, "ctc_decoding_weight", 0.0))
+        self.ctc_decoding_weight = self.override.get(
+            "ctc_decoding_weight", getattr(self.model.config, "ctc_decoding_weight", 0.0)
+        )
 
     def read_batch(self, records: list[dict]) -> list[str]:
         import torch
 
         from ocr_mllm.inference import generate_batch
 
-        conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question_of(r)}]}]
-                         for r in records]
+        conversations = [
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question_of(r)}]}]
+            for r in records
+        ]
         with torch.inference_mode():
-            return generate_batch(self.model, self.processor, conversations, [[r["path"]] for r in records],
-                                  max_new_tokens=self.max_new_tokens, temperature=0.0, **self.override)
+            return generate_batch(
+                self.model,
+                self.processor,
+                conversations,
+                [[r["path"]] for r in records],
+                max_new_tokens=self.max_new_tokens,
+                temperature=0.0,
+                **self.override,
+            )
 
 
 class TesseractEngine:
@@ -334,8 +363,10 @@ class TesseractEngine:
         self.env = {**os.environ, "OMP_THREAD_LIMIT": str(threads)}
         self.binary = shutil.which("tesseract")
         if self.binary is None:
-            raise RuntimeError("tesseract not installed (apt-get install tesseract-ocr tesseract-ocr-eng "
-                               "tesseract-ocr-chi-sim tesseract-ocr-chi-tra)")
+            raise RuntimeError(
+                "tesseract not installed (apt-get install tesseract-ocr tesseract-ocr-eng "
+                "tesseract-ocr-chi-sim tesseract-ocr-chi-tra)"
+            )
         listed = subprocess.run([self.binary, "--list-langs"], capture_output=True, text=True, check=False)
         available = set((listed.stdout + listed.stderr).split())
         missing = [lang for lang in TESSERACT_LANGUAGES.values() if lang not in available]
@@ -354,8 +385,9 @@ class TesseractEngine:
         return result.stdout.strip()
 
     def peak_rss_mib(self, record: dict) -> float | None:
-        process = subprocess.Popen(self._command(record), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env=self.env)
+        process = subprocess.Popen(
+            self._command(record), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env
+        )
         peak = None
         while process.poll() is None:
             value = _rss_mib(process.pid, "VmHWM")
@@ -373,9 +405,13 @@ class RapidOcrEngine:
             from rapidocr import RapidOCR
         except ImportError as err:
             raise RuntimeError(f"rapidocr not installed (pip install rapidocr onnxruntime): {err}") from err
-        self.engine = RapidOCR(params={"Global.log_level": "warning",
-                                       "EngineConfig.onnxruntime.intra_op_num_threads": threads,
-                                       "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+        self.engine = RapidOCR(
+            params={
+                "Global.log_level": "warning",
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
 
     def read(self, record: dict) -> str:
         # "line": recognition only, the counterpart of tesseract --psm 7 on one-line images; "full": det + cls + rec
@@ -427,17 +463,21 @@ def load_engines(args, models: dict, threads: int, device: str) -> tuple[dict, d
                     continue
                 engine = OursEngine(model_dir, device, args.dtype, max_new_tokens, args.ctc_decoding_weight)
                 source = "its config" if args.ctc_decoding_weight is None else "--ctc-decoding-weight"
-                notes[name] = (f"{model_dir} ({how}); {device}, {args.dtype}, greedy, batches of {args.batch_size}, "
-                               f"max_new_tokens {max_new_tokens}, ctc_decoding_weight {engine.ctc_decoding_weight} "
-                               f"({source})")
+                notes[name] = (
+                    f"{model_dir} ({how}); {device}, {args.dtype}, greedy, batches of {args.batch_size}, "
+                    f"max_new_tokens {max_new_tokens}, ctc_decoding_weight {engine.ctc_decoding_weight} "
+                    f"({source})"
+                )
             elif name == "tesseract":
                 engine = TesseractEngine(threads)
                 notes[name] = f"{engine.version}, --psm 7, one process per line"
             else:
                 engine = RapidOcrEngine(threads, args.rapidocr_mode)
                 notes[name] = "models from the wheel (PP-OCR, ch); " + (
-                    "recognition only (one-line images, like tesseract --psm 7)" if args.rapidocr_mode == "line"
-                    else "detection + angle classification + recognition")
+                    "recognition only (one-line images, like tesseract --psm 7)"
+                    if args.rapidocr_mode == "line"
+                    else "detection + angle classification + recognition"
+                )
         except Exception as err:
             notes[name] = f"skipped: {type(err).__name__}: {err}"
             continue
@@ -457,8 +497,10 @@ def _pct(value: float | None) -> str:
 
 def markdown_table(by_fonts: dict) -> str:
     """engine × language rows; CER and exact match per font group (seen / unseen / all), mean seconds per line."""
-    header = ("| engine | language | n | CER seen | CER unseen | CER all | exact seen | exact unseen | exact all "
-              "| s / line |")
+    header = (
+        "| engine | language | n | CER seen | CER unseen | CER all | exact seen | exact unseen | exact all "
+        "| s / line |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     for engine, tables in by_fonts.items():
         for language in (*LANGUAGES, "all"):
@@ -468,9 +510,11 @@ def markdown_table(by_fonts: dict) -> str:
             n = str(cells["all"]["n"]) + (f" ({cells['all']['failed']} failed)" if cells["all"]["failed"] else "")
             lines.append(
                 f"| {engine} | {language} | {n} | "
-                + " | ".join(_pct(cells[g]["cer"] if cells[g] else None) for g in GROUPS) + " | "
+                + " | ".join(_pct(cells[g]["cer"] if cells[g] else None) for g in GROUPS)
+                + " | "
                 + " | ".join(_pct(cells[g]["exact_match"] if cells[g] else None) for g in GROUPS)
-                + f" | {cells['all']['seconds_per_line_mean']:.3f} |")
+                + f" | {cells['all']['seconds_per_line_mean']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -492,8 +536,12 @@ def check_targets(by_fonts: dict, shipped: str = SHIPPED) -> dict:
             entry["met"] = entry["all"]["gap"] < margin and not entry["failed_lines"]
             out["languages"][language] = entry
     a, b = ours["all"]["all"]["seconds_per_line_mean"], peer["all"]["all"]["seconds_per_line_mean"]
-    out["speed"] = {"ours_seconds_per_line": a, "tesseract_seconds_per_line": b,
-                    "ours_speedup": round(b / a, 2) if a else None, "met": a <= b}
+    out["speed"] = {
+        "ours_seconds_per_line": a,
+        "tesseract_seconds_per_line": b,
+        "ours_speedup": round(b / a, 2) if a else None,
+        "met": a <= b,
+    }
     return out
 
 
@@ -506,14 +554,18 @@ def target_lines(targets: dict) -> list[str]:
         goal = "below Tesseract" if margin == 0 else f"within {100 * margin:.0f} point of Tesseract"
         side = "below" if gap < 0 else "above" if gap > 0 else "equal to"
         by_group = ", ".join(f"{g} {100 * entry[g]['gap']:+.1f}" for g in FONT_GROUPS if g in entry)
-        lines.append(f"{language}: {targets['engine']} CER {_pct(entry['all']['ours_cer'])} vs Tesseract "
-                     f"{_pct(entry['all']['tesseract_cer'])}: {100 * abs(gap):.1f} points {side} "
-                     f"({by_group} by font group); target {goal}: {'MET' if entry['met'] else 'NOT MET'}"
-                     + (f" ({entry['failed_lines']} line(s) failed to read)" if entry["failed_lines"] else ""))
+        lines.append(
+            f"{language}: {targets['engine']} CER {_pct(entry['all']['ours_cer'])} vs Tesseract "
+            f"{_pct(entry['all']['tesseract_cer'])}: {100 * abs(gap):.1f} points {side} "
+            f"({by_group} by font group); target {goal}: {'MET' if entry['met'] else 'NOT MET'}"
+            + (f" ({entry['failed_lines']} line(s) failed to read)" if entry["failed_lines"] else "")
+        )
     speed = targets["speed"]
-    lines.append(f"speed: {targets['engine']} {speed['ours_seconds_per_line']:.3f} s / line batched vs Tesseract "
-                 f"{speed['tesseract_seconds_per_line']:.3f} s / line ({speed['ours_speedup']}x); target no slower: "
-                 f"{'MET' if speed['met'] else 'NOT MET'}")
+    lines.append(
+        f"speed: {targets['engine']} {speed['ours_seconds_per_line']:.3f} s / line batched vs Tesseract "
+        f"{speed['tesseract_seconds_per_line']:.3f} s / line ({speed['ours_speedup']}x); target no slower: "
+        f"{'MET' if speed['met'] else 'NOT MET'}"
+    )
     return lines
 
 
@@ -528,13 +580,24 @@ def chart(payload: dict, path) -> None:
             axes[0][0].text(0.5, 0.5, "no engine available", ha="center")
             return
         labels = [f"{language}\n{group}" for language, group in cells]
-        grouped_bars(axes[0][0], labels,
-                     {e: [by_fonts[e].get(g, {}).get(lang, {}).get("cer") for lang, g in cells] for e in engines},
-                     "CER (lower is better)", "character error rate by language and font group", fmt="{:.2f}")
+        grouped_bars(
+            axes[0][0],
+            labels,
+            {e: [by_fonts[e].get(g, {}).get(lang, {}).get("cer") for lang, g in cells] for e in engines},
+            "CER (lower is better)",
+            "character error rate by language and font group",
+            fmt="{:.2f}",
+        )
         groups = [g for g in (*LANGUAGES, "all") if any(by_fonts[e]["all"].get(g) for e in engines)]
         speeds = {e: [by_fonts[e]["all"].get(g, {}).get("seconds_per_line_mean") for g in groups] for e in engines}
-        grouped_bars(axes[0][1], groups, speeds,
-                     "seconds / line (mean)", "speed (ours batched, peers line by line)", fmt="{:.3f}")
+        grouped_bars(
+            axes[0][1],
+            groups,
+            speeds,
+            "seconds / line (mean)",
+            "speed (ours batched, peers line by line)",
+            fmt="{:.3f}",
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -574,10 +637,17 @@ def run(args) -> dict:
     for chunk in chunks:  # interleaved batch by batch: every engine reads these lines before the next batch
         for name, engine in engines.items():
             for record, (prediction, seconds, error) in zip(chunk, read_chunk(engine, chunk)):
-                rows[name].append({"id": f"{record['fonts']}/{record['id']}", "fonts": record["fonts"],
-                                   "language": record["language"], "reference": reference_of(record),
-                                   "prediction": prediction, "seconds": round(seconds, 4),
-                                   **({"error": error} if error else {})})
+                rows[name].append(
+                    {
+                        "id": f"{record['fonts']}/{record['id']}",
+                        "fonts": record["fonts"],
+                        "language": record["language"],
+                        "reference": reference_of(record),
+                        "prediction": prediction,
+                        "seconds": round(seconds, 4),
+                        **({"error": error} if error else {}),
+                    }
+                )
     for name, engine_rows in rows.items():
         errors = [r for r in engine_rows if "error" in r]
         if errors:
@@ -600,20 +670,28 @@ def run(args) -> dict:
     payload = {
         "machine": machine_info(device),
         "settings": {
-            "data_dir": str(data_root), "data_source": data_source, "samples": len(records), "quick": args.quick,
-            "lines_per_language_and_font_group": per_language, "languages": LANGUAGES, "font_groups": FONT_GROUPS,
+            "data_dir": str(data_root),
+            "data_source": data_source,
+            "samples": len(records),
+            "quick": args.quick,
+            "lines_per_language_and_font_group": per_language,
+            "languages": LANGUAGES,
+            "font_groups": FONT_GROUPS,
             "generator": {**GENERATOR_SETTINGS, "seed": DATA_SEED, "split": "held-out word pool"},
             "paired_texts": paired_fraction(records),
-            "tesseract_languages": TESSERACT_LANGUAGES, "tesseract_psm": 7,
+            "tesseract_languages": TESSERACT_LANGUAGES,
+            "tesseract_psm": 7,
             "reference": "the answer of each record (the line's text)",
             "normalisation": "NFKC, whitespace collapsed, no spaces next to CJK characters",
             "timing": f"wall seconds per line: ours in batches of {batch_size} (batch time / lines), tesseract one "
-                      "process per line (its start included: how it is called), rapidocr one line at a time; engines "
-                      "interleaved batch by batch",
-            "engines": notes, "batch_size": batch_size,
-            "threads_per_engine": threads, "threads_reason": threads_reason,
+            "process per line (its start included: how it is called), rapidocr one line at a time; engines "
+            "interleaved batch by batch",
+            "engines": notes,
+            "batch_size": batch_size,
+            "threads_per_engine": threads,
+            "threads_reason": threads_reason,
             "threads_how": "torch.set_num_threads (ours), OMP_THREAD_LIMIT (tesseract), "
-                           "onnxruntime intra_op_num_threads (rapidocr)",
+            "onnxruntime intra_op_num_threads (rapidocr)",
         },
         # results[engine][language]: all fonts (the shape bench/run_all.py's summary reads); by font group below
         "results": {name: tables["all"] for name, tables in by_fonts.items()},
@@ -623,7 +701,7 @@ def run(args) -> dict:
         "ours_batch_size": batch_size if shipped_speed else None,
         "memory_mib": memory,
         "memory_note": "tesseract: peak RSS of its process; in-process engines: RSS added by loading the engine and "
-                       "the peak one read (ours: one batch) adds on top",
+        "the peak one read (ours: one batch) adds on top",
         "seconds_total": round(time.perf_counter() - started, 1),
         "predictions": rows,
     }
@@ -639,25 +717,50 @@ def run(args) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser, default_repeats=1)
-    parser.add_argument("--model", action="append", metavar="NAME=DIR",
-                        help=f"a reader to measure (repeatable); defaults: {SHIPPED} (models/reader-mini) and "
-                             "quickstart (out/quickstart); a given NAME replaces the default of that name")
-    parser.add_argument("--engines", nargs="+", default=None,
-                        help="engines to run (default: every model, tesseract, rapidocr; 'ours': every model)")
-    parser.add_argument("--data", default=None,
-                        help="folder for the generated held-out lines (default: OUTPUT_DIR/ocr_heldout; reused)")
-    parser.add_argument("--max-samples", type=int, default=300,
-                        help="held-out lines in all, split evenly over 3 languages × 2 font groups")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=DIR",
+        help=f"a reader to measure (repeatable); defaults: {SHIPPED} (models/reader-mini) and "
+        "quickstart (out/quickstart); a given NAME replaces the default of that name",
+    )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=None,
+        help="engines to run (default: every model, tesseract, rapidocr; 'ours': every model)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="folder for the generated held-out lines (default: OUTPUT_DIR/ocr_heldout; reused)",
+    )
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        default=300,
+        help="held-out lines in all, split evenly over 3 languages × 2 font groups",
+    )
     parser.add_argument("--dtype", default="fp32", help="our models' dtype (fp32 / bf16)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="longest answer (lines are ≤ 60 characters)")
     parser.add_argument("--batch-size", type=int, default=16, help="lines per batch for our readers")
-    parser.add_argument("--ctc-decoding-weight", type=float, default=None,
-                        help="override joint CTC/attention decoding for our readers (default: each model's config)")
-    parser.add_argument("--rapidocr-mode", default="line", choices=["line", "full"],
-                        help="line: recognition only (one-line images, like tesseract --psm 7); full: detection too")
-    parser.add_argument("--threads", default="auto",
-                        help="threads for every engine, or 'auto': all cores on an idle machine, 1 when other jobs "
-                             "are running")
+    parser.add_argument(
+        "--ctc-decoding-weight",
+        type=float,
+        default=None,
+        help="override joint CTC/attention decoding for our readers (default: each model's config)",
+    )
+    parser.add_argument(
+        "--rapidocr-mode",
+        default="line",
+        choices=["line", "full"],
+        help="line: recognition only (one-line images, like tesseract --psm 7); full: detection too",
+    )
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="threads for every engine, or 'auto': all cores on an idle machine, 1 when other jobs are running",
+    )
     return run(parser.parse_args(argv))
 
 

@@ -16,25 +16,33 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from bench.common import RESULTS_DIR, figure, grouped_bars, log, machine_info, write_results
 
-from bench.common import RESULTS_DIR, figure, grouped_bars, log, machine_info, write_results  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 # "small": a 512-wide, 8-layer LLM and larger towers than "quickstart", same image sizes
 SMALL_OVERRIDES = {
-    "text_config": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
-                    "num_key_value_heads": 4},
+    "text_config": {
+        "hidden_size": 512,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    },
     "vision_config": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4},
-    "high_res_vision_config": {"hidden_size": 256, "mlp_dim": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
-                               "global_attn_indexes": [3]},
+    "high_res_vision_config": {
+        "hidden_size": 256,
+        "mlp_dim": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "global_attn_indexes": [3],
+    },
     "resampler_num_queries": 64,
 }
 
@@ -144,8 +152,10 @@ def bench_config(name, args, device, dtype, peak):
         "achieved_tflops": round(flops / seconds / 1e12, 4),
         "mfu": round(flops / seconds / peak, 4),
     }
-    log(f"{name}: {result['parameters_m']} M params, {result['tokens_per_second']} tokens/s, "
-        f"{result['achieved_tflops'] * 1000:.1f} GFLOP/s, MFU {100 * result['mfu']:.1f}%")
+    log(
+        f"{name}: {result['parameters_m']} M params, {result['tokens_per_second']} tokens/s, "
+        f"{result['achieved_tflops'] * 1000:.1f} GFLOP/s, MFU {100 * result['mfu']:.1f}%"
+    )
     del model, optimizer
     return result
 
@@ -174,7 +184,9 @@ def main(argv=None):
     dtype = DTYPES[args.dtype]
     peak = matmul_peak(args.device, dtype, 512 if args.quick else 2048, 2 if args.quick else 5)
     log(f"matmul peak ({args.dtype}, {args.device}, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s")
-    results = [bench_config(name.strip(), args, args.device, dtype, peak) for name in args.configs.split(",") if name.strip()]
+    results = [
+        bench_config(name.strip(), args, args.device, dtype, peak) for name in args.configs.split(",") if name.strip()
+    ]
 
     output = Path(args.output_dir)
     payload = {
@@ -185,15 +197,25 @@ def main(argv=None):
         "matmul_peak_gflops": round(peak / 1e9, 2),
         "results": results,
         "notes": "tokens/s counts every position (image + text tokens) of a full step: forward, backward, AdamW. "
-                 "FLOPs from torch FlopCounterMode on one step; MFU = achieved FLOP/s / measured matmul peak.",
+        "FLOPs from torch FlopCounterMode on one step; MFU = achieved FLOP/s / measured matmul peak.",
     }
     path = write_results("train_throughput", payload, output)
     with figure(output / "train_throughput.png", 1, 2, size=(10, 4), title="Training throughput") as (_, axes):
         names = [r["config"] for r in results]
-        grouped_bars(axes[0][0], names, {"tokens/s": [r["tokens_per_second"] for r in results]}, "tokens / s",
-                     f"full training step ({args.device}, {args.dtype}, batch {args.batch_size})")
-        grouped_bars(axes[0][1], names, {"MFU %": [100 * r["mfu"] for r in results]}, "% of matmul peak",
-                     f"MFU (peak {peak / 1e9:.0f} GFLOP/s)")
+        grouped_bars(
+            axes[0][0],
+            names,
+            {"tokens/s": [r["tokens_per_second"] for r in results]},
+            "tokens / s",
+            f"full training step ({args.device}, {args.dtype}, batch {args.batch_size})",
+        )
+        grouped_bars(
+            axes[0][1],
+            names,
+            {"MFU %": [100 * r["mfu"] for r in results]},
+            "% of matmul peak",
+            f"MFU (peak {peak / 1e9:.0f} GFLOP/s)",
+        )
     log(f"wrote {path} and {output / 'train_throughput.png'}")
     return payload
 

@@ -34,6 +34,7 @@ from .common import (
 )
 from .metrics import relaxed_correctness
 
+
 NAME = "chartqa"
 MAX_NEW_TOKENS = 128
 HUB_DEFAULT = ("lmms-lab/ChartQA", None, "test")
@@ -66,9 +67,14 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
             subset = str(row.get("type", "test")).replace("_test", "")
             k = counters.get(subset, 0)
             counters[subset] = k + 1
-            samples.append(Sample(question_id=f"{subset}/{k}", prompt=_prompt(row["question"], prompt_style),
-                                  image=store.from_hub(f"{subset}_{k}", ds, i),
-                                  meta={"label": str(row["answer"]), "subset": subset}))
+            samples.append(
+                Sample(
+                    question_id=f"{subset}/{k}",
+                    prompt=_prompt(row["question"], prompt_style),
+                    image=store.from_hub(f"{subset}_{k}", ds, i),
+                    meta={"label": str(row["answer"]), "subset": subset},
+                )
+            )
         return samples
     root = Path(data)
     split = opts.get("split") or "test"
@@ -76,9 +82,14 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
     for subset, path in _files(root, split):
         bases = [path.parent / "png", path.parent]
         for i, e in enumerate(read_json(path)):
-            samples.append(Sample(question_id=f"{subset}/{i}", prompt=_prompt(e["query"], prompt_style),
-                                  image=(lambda n=e["imgname"]: str(resolve_image(n, bases))),
-                                  meta={"label": str(e["label"]), "subset": subset}))
+            samples.append(
+                Sample(
+                    question_id=f"{subset}/{i}",
+                    prompt=_prompt(e["query"], prompt_style),
+                    image=(lambda n=e["imgname"]: str(resolve_image(n, bases))),
+                    meta={"label": str(e["label"]), "subset": subset},
+                )
+            )
     return samples
 
 
@@ -96,8 +107,13 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     headline["questions"] = len(samples)
     notes = missing_note(count_missing(samples, preds), len(samples))
     notes.append("relaxed_accuracy is the mean of the subset accuracies (human, augmented), as usually reported")
-    return TaskResult(task=NAME, headline=headline,
-                      details={"subsets": acc, "per_question": per_q,
-                               "overall_question_accuracy": 100.0 * sum(per_q.values()) / len(per_q) if per_q
-                               else None},
-                      notes=notes)
+    return TaskResult(
+        task=NAME,
+        headline=headline,
+        details={
+            "subsets": acc,
+            "per_question": per_q,
+            "overall_question_accuracy": 100.0 * sum(per_q.values()) / len(per_q) if per_q else None,
+        },
+        notes=notes,
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+
 logger = logging.getLogger("eval")
 
 PROMPT_STYLES = ("plain", "original")
@@ -126,8 +127,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         try:
             line = raw.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
-            raise EvalDataError(f"{path}:{i + 1}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                                f"{exc.start + 1})") from None
+            raise EvalDataError(
+                f"{path}:{i + 1}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            ) from None
         if not line:
             continue
         try:
@@ -340,8 +342,13 @@ class TaskResult:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"task": self.task, "metrics": self.headline, "details": self.details, "notes": self.notes,
-                "sections": [{"title": t, "headers": h, "rows": r} for t, h, r in self.sections]}
+        return {
+            "task": self.task,
+            "metrics": self.headline,
+            "details": self.details,
+            "notes": self.notes,
+            "sections": [{"title": t, "headers": h, "rows": r} for t, h, r in self.sections],
+        }
 
     def to_markdown(self) -> str:
         parts = [f"## {self.task}", "", markdown_table(["metric", "value"], list(self.headline.items()))]
@@ -360,4 +367,3 @@ def missing_note(n_missing: int, n_total: int) -> list[str]:
     if n_missing:
         return [f"{n_missing} of {n_total} questions have no prediction and count as wrong"]
     return []
-

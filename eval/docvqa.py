@@ -35,6 +35,7 @@ from .common import (
 )
 from .metrics import anls
 
+
 NAME = "docvqa"
 MAX_NEW_TOKENS = 128
 HUB_DEFAULT = ("lmms-lab/DocVQA", "DocVQA", "validation")
@@ -58,35 +59,58 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
         store = image_store(opts)
         samples = []
         for i, row in hub_rows(ds):
-            samples.append(Sample(question_id=row["questionId"], prompt=_prompt(row["question"], prompt_style),
-                                  image=store.from_hub(row["questionId"], ds, i), meta={"answers": row.get("answers")}))
+            samples.append(
+                Sample(
+                    question_id=row["questionId"],
+                    prompt=_prompt(row["question"], prompt_style),
+                    image=store.from_hub(row["questionId"], ds, i),
+                    meta={"answers": row.get("answers")},
+                )
+            )
         return samples
     root = Path(data)
     split = opts.get("split") or "val"
     ann = find_file(root, _names(split), f"DocVQA {split}")
     base = ann.parent
     search = root if root.is_dir() else base
-    bases = [base, base.parent, search, search / "spdocvqa_images", base.parent / "spdocvqa_images",
-             search / "documents", base / "documents"]
+    bases = [
+        base,
+        base.parent,
+        search,
+        search / "spdocvqa_images",
+        base.parent / "spdocvqa_images",
+        search / "documents",
+        base / "documents",
+    ]
     obj = read_json(ann)
     entries = obj["data"] if isinstance(obj, dict) else obj
     samples = []
     for e in entries:
-        samples.append(Sample(question_id=e["questionId"], prompt=_prompt(e["question"], prompt_style),
-                              image=(lambda n=e["image"]: str(resolve_image(n, bases))),
-                              meta={"answers": e.get("answers")}))
+        samples.append(
+            Sample(
+                question_id=e["questionId"],
+                prompt=_prompt(e["question"], prompt_style),
+                image=(lambda n=e["image"]: str(resolve_image(n, bases))),
+                meta={"answers": e.get("answers")},
+            )
+        )
     return samples
 
 
 def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dict | None = None) -> TaskResult:
-    write_json(Path(out_dir) / "docvqa_submission.json",
-               [{"questionId": s.question_id, "answer": preds.get(s.key, "")} for s in samples])
+    write_json(
+        Path(out_dir) / "docvqa_submission.json",
+        [{"questionId": s.question_id, "answer": preds.get(s.key, "")} for s in samples],
+    )
     scored = [s for s in samples if s.meta.get("answers")]
     per_q = {s.key: anls(preds.get(s.key, ""), s.meta["answers"]) if s.key in preds else 0.0 for s in scored}
     notes = missing_note(count_missing(samples, preds), len(samples))
     if not scored:
         notes.append("no answers in the data (test split): only docvqa_submission.json was written")
     value = 100.0 * sum(per_q.values()) / len(scored) if scored else None
-    return TaskResult(task=NAME, headline={"anls": value, "questions": len(scored)},
-                      details={"per_question": per_q, "submission": "docvqa_submission.json", "threshold": 0.5},
-                      notes=notes)
+    return TaskResult(
+        task=NAME,
+        headline={"anls": value, "questions": len(scored)},
+        details={"per_question": per_q, "submission": "docvqa_submission.json", "threshold": 0.5},
+        notes=notes,
+    )

@@ -61,6 +61,7 @@ from .common import (
 from .metrics import infer_option_letter
 from .mmvet import OpenAICompatibleGrader
 
+
 NAME = "mmbench"
 DEFAULT_JUDGE_MODEL = "gpt-3.5-turbo-0125"  # VLMEvalKit's default judge for MMBench ("chatgpt-0125")
 JUDGE_TRIES = 3
@@ -167,8 +168,9 @@ def _image_getter(rows_by_index: dict[int, dict], row: dict, store: ImageStore):
     return store.from_base64(ref, str(value))
 
 
-def rows_to_samples(rows: list[dict], prompt_style: str, lang: str, circular: bool = True,
-                    store: ImageStore | None = None) -> list[Sample]:
+def rows_to_samples(
+    rows: list[dict], prompt_style: str, lang: str, circular: bool = True, store: ImageStore | None = None
+) -> list[Sample]:
     store = store or ImageStore()
     rows_by_index = {r["index"]: r for r in rows}
     is_circular_tsv = any(r["index"] >= CIRCULAR_OFFSET for r in rows)
@@ -187,21 +189,42 @@ def rows_to_samples(rows: list[dict], prompt_style: str, lang: str, circular: bo
         if answer is not None and answer not in choices:
             raise EvalDataError(f"MMBench: row {idx}: answer {answer!r} is not one of {list(choices)}")
         base = originals.get(group, r)
-        meta = {"index": idx, "group": group, "answer": answer, "choices": choices,
-                "category": _clean(base.get("category")) or "unknown",
-                "l2_category": _clean(base.get("l2-category")) or "unknown",
-                "split": _clean(r.get("split")), "in_source": True, "question": str(r["question"]),
-                "hint": _clean(r.get("hint"))}
+        meta = {
+            "index": idx,
+            "group": group,
+            "answer": answer,
+            "choices": choices,
+            "category": _clean(base.get("category")) or "unknown",
+            "l2_category": _clean(base.get("l2-category")) or "unknown",
+            "split": _clean(r.get("split")),
+            "in_source": True,
+            "question": str(r["question"]),
+            "hint": _clean(r.get("hint")),
+        }
         image = _image_getter(rows_by_index, r, store)
-        samples.append(Sample(question_id=idx, prompt=build_prompt(r, choices, prompt_style, lang), image=image,
-                              group=group, meta=meta))
+        samples.append(
+            Sample(
+                question_id=idx,
+                prompt=build_prompt(r, choices, prompt_style, lang),
+                image=image,
+                group=group,
+                meta=meta,
+            )
+        )
         if circular and not is_circular_tsv and idx < CIRCULAR_OFFSET and answer is not None:
             for k in range(1, len(choices)):
                 rc, ra = rotate(choices, answer, k)
                 new_idx = idx + k * CIRCULAR_OFFSET
                 m = dict(meta, index=new_idx, answer=ra, choices=rc, in_source=False)
-                samples.append(Sample(question_id=new_idx, prompt=build_prompt(r, rc, prompt_style, lang),
-                                      image=image, group=group, meta=m))
+                samples.append(
+                    Sample(
+                        question_id=new_idx,
+                        prompt=build_prompt(r, rc, prompt_style, lang),
+                        image=image,
+                        group=group,
+                        meta=m,
+                    )
+                )
     return samples
 
 
@@ -289,10 +312,13 @@ def make_judge(opts: dict, out_dir: Path):
         return None
     import os
 
-    return OpenAICompatibleGrader(url, os.environ.get("OPENAI_API_KEY") or None,
-                                  opts.get("judge_model") or DEFAULT_JUDGE_MODEL,
-                                  cache_path=Path(out_dir) / f"{opts.get('task_name', NAME)}_judge_cache.json",
-                                  max_tokens=16)
+    return OpenAICompatibleGrader(
+        url,
+        os.environ.get("OPENAI_API_KEY") or None,
+        opts.get("judge_model") or DEFAULT_JUDGE_MODEL,
+        cache_path=Path(out_dir) / f"{opts.get('task_name', NAME)}_judge_cache.json",
+        max_tokens=16,
+    )
 
 
 def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dict | None = None) -> TaskResult:
@@ -300,8 +326,10 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     task = opts.get("task_name", NAME)
     sub_path = write_submission(samples, preds, Path(out_dir) / f"{task}_submission")
     notes = missing_note(count_missing(samples, preds), len(samples))
-    notes.append(f"submission written to {sub_path.name}"
-                 + ("" if sub_path.suffix == ".xlsx" else " (TSV: openpyxl is not installed)"))
+    notes.append(
+        f"submission written to {sub_path.name}"
+        + ("" if sub_path.suffix == ".xlsx" else " (TSV: openpyxl is not installed)")
+    )
 
     judge = make_judge(opts, out_dir)
     scored = [s for s in samples if s.meta["answer"] is not None]
@@ -325,8 +353,12 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
             letter, how = ask_judge(judge, s.meta["question"], s.meta["choices"], pred, seed=s.meta["index"])
             decisions[how] += 1
         ok = letter == s.meta["answer"]
-        per_row[s.key] = {"extracted": letter, "by": how if letter is not None else None, "answer": s.meta["answer"],
-                          "correct": ok}
+        per_row[s.key] = {
+            "extracted": letter,
+            "by": how if letter is not None else None,
+            "answer": s.meta["answer"],
+            "correct": ok,
+        }
         group_rows[s.group].append(ok)
         if s.meta["index"] < CIRCULAR_OFFSET:
             single[s.group] = ok
@@ -335,8 +367,12 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
             group_meta.setdefault(s.group, s.meta)
     if not per_row:
         notes.append("no answers in the data (test split): only the submission file was written")
-        return TaskResult(task=task, headline={"questions": len({s.group for s in samples})},
-                          details={"submission": sub_path.name}, notes=notes)
+        return TaskResult(
+            task=task,
+            headline={"questions": len({s.group for s in samples})},
+            details={"submission": sub_path.name},
+            notes=notes,
+        )
 
     is_circular = any(len(v) > 1 for v in group_rows.values())
     circular_ok = {g: all(v) for g, v in group_rows.items()}
@@ -353,23 +389,39 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     cat_acc, cat_n = _accuracy_table(main_ok, group_meta, "category")
     l2_acc, l2_n = _accuracy_table(main_ok, group_meta, "l2_category")
     sections = [
-        (f"l2-category ({label})", ["l2-category", "accuracy", "questions"],
-         [[k, v, l2_n[k]] for k, v in l2_acc.items()]),
-        (f"category ({label})", ["category", "accuracy", "questions"],
-         [[k, v, cat_n[k]] for k, v in cat_acc.items()]),
+        (
+            f"l2-category ({label})",
+            ["l2-category", "accuracy", "questions"],
+            [[k, v, l2_n[k]] for k, v in l2_acc.items()],
+        ),
+        (f"category ({label})", ["category", "accuracy", "questions"], [[k, v, cat_n[k]] for k, v in cat_acc.items()]),
     ]
     judge_info = None
     if judge is not None:
         asked = sum(decisions.values())
         judge_info = {"model": getattr(judge, "model", None), "asked": asked, "decisions": decisions}
-        notes.append(f"{unparsed} answers matched no option by the rules; the judge ({judge_info['model']}) was asked "
-                     f"about {asked} of them (the others belong to circular questions the rules already got wrong): "
-                     f"{decisions['option']} matched to an option, {decisions['Z']} to none (Z, wrong), "
-                     f"{decisions['random']} random picks after {JUDGE_TRIES} unreadable replies")
+        notes.append(
+            f"{unparsed} answers matched no option by the rules; the judge ({judge_info['model']}) was asked "
+            f"about {asked} of them (the others belong to circular questions the rules already got wrong): "
+            f"{decisions['option']} matched to an option, {decisions['Z']} to none (Z, wrong), "
+            f"{decisions['random']} random picks after {JUDGE_TRIES} unreadable replies"
+        )
     elif unparsed:
-        notes.append(f"{unparsed} answers matched no option by the rule-based heuristics and count as wrong (no "
-                     "judge; the official pipeline asks an LLM judge: --judge-url)")
-    return TaskResult(task=task, headline=headline, sections=sections,
-                      details={"category": cat_acc, "l2_category": l2_acc, "per_row": per_row,
-                               "circular": is_circular, "submission": sub_path.name, "judge": judge_info},
-                      notes=notes)
+        notes.append(
+            f"{unparsed} answers matched no option by the rule-based heuristics and count as wrong (no "
+            "judge; the official pipeline asks an LLM judge: --judge-url)"
+        )
+    return TaskResult(
+        task=task,
+        headline=headline,
+        sections=sections,
+        details={
+            "category": cat_acc,
+            "l2_category": l2_acc,
+            "per_row": per_row,
+            "circular": is_circular,
+            "submission": sub_path.name,
+            "judge": judge_info,
+        },
+        notes=notes,
+    )

@@ -47,6 +47,7 @@ from .common import (
 )
 from .metrics import MME_SUBTASKS, mme_subtask_scores
 
+
 NAME = "mme"
 MAX_NEW_TOKENS = 128
 HUB_DEFAULT = ("lmms-lab/MME", None, "test")
@@ -55,8 +56,11 @@ logger = logging.getLogger("eval.mme")
 
 
 def _find_root(root: Path) -> Path:
-    for cand in (root, root / "MME_Benchmark_release_version", root / "MME_Benchmark_release_version" /
-                 "MME_Benchmark"):
+    for cand in (
+        root,
+        root / "MME_Benchmark_release_version",
+        root / "MME_Benchmark_release_version" / "MME_Benchmark",
+    ):
         if cand.is_dir() and any((cand / t).is_dir() for t in ALL_SUBTASKS):
             return cand
     raise EvalDataError(f"MME: no subtask folders ({', '.join(ALL_SUBTASKS)}) under {root}")
@@ -77,8 +81,11 @@ def _prompt(question: str, prompt_style: str) -> str:
 
 def is_eval_tool_dir(root: Path) -> bool:
     """A folder of ``<subtask>.txt`` result files in the official eval_tool layout (not the benchmark release)."""
-    return root.is_dir() and any((root / f"{t}.txt").is_file() for t in ALL_SUBTASKS) \
+    return (
+        root.is_dir()
+        and any((root / f"{t}.txt").is_file() for t in ALL_SUBTASKS)
         and not any((root / t).is_dir() for t in ALL_SUBTASKS)
+    )
 
 
 def _load_eval_tool(root: Path, prompt_style: str) -> list[Sample]:
@@ -94,16 +101,29 @@ def _load_eval_tool(root: Path, prompt_style: str) -> list[Sample]:
         for pos, (lineno, line) in enumerate(numbered):
             fields = line.split("\t")
             if len(fields) != 4:
-                raise EvalDataError(f"MME: {txt}:{lineno}: expected 'image<TAB>question<TAB>Yes|No<TAB>prediction', "
-                                    f"found {len(fields)} tab-separated fields")
+                raise EvalDataError(
+                    f"MME: {txt}:{lineno}: expected 'image<TAB>question<TAB>Yes|No<TAB>prediction', "
+                    f"found {len(fields)} tab-separated fields"
+                )
             image, question, answer, prediction = fields
             k = seen[image]
             seen[image] += 1
-            samples.append(Sample(
-                question_id=f"{task}/{image}#{k}", prompt=_prompt(question.strip(), prompt_style), image=None,
-                group=f"{task}/pair{pos // 2}",
-                meta={"subtask": task, "image": image, "question": question.strip(), "answer": answer.strip(),
-                      "pair": f"{task}/{pos // 2}", "prediction": prediction}))
+            samples.append(
+                Sample(
+                    question_id=f"{task}/{image}#{k}",
+                    prompt=_prompt(question.strip(), prompt_style),
+                    image=None,
+                    group=f"{task}/pair{pos // 2}",
+                    meta={
+                        "subtask": task,
+                        "image": image,
+                        "question": question.strip(),
+                        "answer": answer.strip(),
+                        "pair": f"{task}/{pos // 2}",
+                        "prediction": prediction,
+                    },
+                )
+            )
     if not samples:
         raise EvalDataError(f"MME: no result lines under {root}")
     return samples
@@ -142,11 +162,20 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
                 if "\t" not in line:
                     raise EvalDataError(f"MME: {txt}: line {k + 1} is not 'question<TAB>answer'")
                 question, answer = line.rsplit("\t", 1)
-                samples.append(Sample(
-                    question_id=f"{task}/{image.name}#{k}", prompt=_prompt(question.strip(), prompt_style),
-                    image=str(image), group=f"{task}/{image.name}",
-                    meta={"subtask": task, "image": image.name, "question": question.strip(),
-                          "answer": answer.strip()}))
+                samples.append(
+                    Sample(
+                        question_id=f"{task}/{image.name}#{k}",
+                        prompt=_prompt(question.strip(), prompt_style),
+                        image=str(image),
+                        group=f"{task}/{image.name}",
+                        meta={
+                            "subtask": task,
+                            "image": image.name,
+                            "question": question.strip(),
+                            "answer": answer.strip(),
+                        },
+                    )
+                )
     if missing:
         logger.warning("MME: subtasks missing under %s: %s", root, ", ".join(missing))
     if not samples:
@@ -164,10 +193,20 @@ def _load_hub(data: str, prompt_style: str, opts: dict) -> list[Sample]:
         k = seen[base]
         seen[base] += 1
         task = row.get("category") or base.split("/")[0]
-        samples.append(Sample(question_id=f"{base}#{k}", prompt=_prompt(row["question"], prompt_style),
-                              image=store.from_hub(base, ds, i), group=base,
-                              meta={"subtask": task, "image": base.split("/", 1)[-1], "question": row["question"],
-                                    "answer": row["answer"]}))
+        samples.append(
+            Sample(
+                question_id=f"{base}#{k}",
+                prompt=_prompt(row["question"], prompt_style),
+                image=store.from_hub(base, ds, i),
+                group=base,
+                meta={
+                    "subtask": task,
+                    "image": base.split("/", 1)[-1],
+                    "question": row["question"],
+                    "answer": row["answer"],
+                },
+            )
+        )
     return samples
 
 
@@ -182,7 +221,8 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     for task, items in by_task.items():
         # acc+ unit: the image (release layout), or the consecutive line pair (eval_tool layout, as the official tool)
         per_task[task] = mme_subtask_scores(
-            (s.meta.get("pair", s.meta["image"]), s.meta["answer"], preds.get(s.key, "")) for s in items)
+            (s.meta.get("pair", s.meta["image"]), s.meta["answer"], preds.get(s.key, "")) for s in items
+        )
         with open(official_dir / f"{task}.txt", "w", encoding="utf-8") as f:
             for s in items:
                 pred = " ".join(preds.get(s.key, "").replace("\t", " ").splitlines())
@@ -194,8 +234,10 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
         present = [t for t in names if t in per_task]
         totals[cat] = sum(per_task[t]["score"] for t in present)
         if len(present) != len(names):
-            notes.append(f"{cat}: {len(present)} of {len(names)} subtasks present; the total is not comparable "
-                         f"with the official {cat} score")
+            notes.append(
+                f"{cat}: {len(present)} of {len(names)} subtasks present; the total is not comparable "
+                f"with the official {cat} score"
+            )
     extra = sorted(set(per_task) - set(ALL_SUBTASKS))
     rows = []
     for cat, names in MME_SUBTASKS.items():
@@ -208,10 +250,18 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
         rows.append(["other", t, 100 * r["acc"], 100 * r["acc_plus"], r["score"], r["questions"], r["other"]])
     return TaskResult(
         task=NAME,
-        headline={"perception": totals["perception"], "cognition": totals["cognition"],
-                  "total": totals["perception"] + totals["cognition"]},
-        sections=[("Subtasks (score = acc + acc+, max 200 each)",
-                   ["category", "subtask", "acc", "acc+", "score", "questions", "not yes/no"], rows)],
+        headline={
+            "perception": totals["perception"],
+            "cognition": totals["cognition"],
+            "total": totals["perception"] + totals["cognition"],
+        },
+        sections=[
+            (
+                "Subtasks (score = acc + acc+, max 200 each)",
+                ["category", "subtask", "acc", "acc+", "score", "questions", "not yes/no"],
+                rows,
+            )
+        ],
         details={"subtasks": per_task, "official_results_dir": "mme_results"},
         notes=notes,
     )

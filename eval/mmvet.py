@@ -46,6 +46,7 @@ from .common import (
     write_json,
 )
 
+
 NAME = "mmvet"
 MAX_NEW_TOKENS = 1024  # LLaVA's model_vqa default, open-ended answers
 HUB_DEFAULT = ("lmms-lab/MMVet", None, "test")
@@ -53,25 +54,35 @@ DEFAULT_GRADER_MODEL = "gpt-4-0613"
 CAPABILITIES = ["rec", "ocr", "know", "gen", "spat", "math"]
 logger = logging.getLogger("eval.mmvet")
 
-_MEME_GT = ("This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. "
-            "Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered "
-            "in ice and snow. The meme is saying that the person has trust issues because the names of these "
-            "countries do not accurately represent their landscapes.")
+_MEME_GT = (
+    "This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. "
+    "Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered "
+    "in ice and snow. The meme is saying that the person has trust issues because the names of these "
+    "countries do not accurately represent their landscapes."
+)
 _FEW_SHOT = [
     ("What is x in the equation?", "-1 <AND> -5", "x = 3", "0.0"),
     ("What is x in the equation?", "-1 <AND> -5", "x = -1", "0.5"),
     ("What is x in the equation?", "-1 <AND> -5", "x = -5", "0.5"),
     ("What is x in the equation?", "-1 <AND> -5", "x = -5 or 5", "0.5"),
     ("What is x in the equation?", "-1 <AND> -5", "x = -1 or x = -5", "1.0"),
-    ("Can you explain this meme?", _MEME_GT,
-     "The meme talks about Iceland and Greenland. It's pointing out that despite their names, Iceland is not very icy "
-     "and Greenland isn't very green.", "0.4"),
-    ("Can you explain this meme?", _MEME_GT,
-     "The meme is using humor to point out the misleading nature of Iceland's and Greenland's names. Iceland, despite "
-     "its name, has lush green landscapes while Greenland is mostly covered in ice and snow. The text 'This is why I "
-     "have trust issues' is a playful way to suggest that these contradictions can lead to distrust or confusion. The "
-     "humor in this meme is derived from the unexpected contrast between the names of the countries and their actual "
-     "physical characteristics.", "1.0"),
+    (
+        "Can you explain this meme?",
+        _MEME_GT,
+        "The meme talks about Iceland and Greenland. It's pointing out that despite their names, Iceland is not very icy "
+        "and Greenland isn't very green.",
+        "0.4",
+    ),
+    (
+        "Can you explain this meme?",
+        _MEME_GT,
+        "The meme is using humor to point out the misleading nature of Iceland's and Greenland's names. Iceland, despite "
+        "its name, has lush green landscapes while Greenland is mostly covered in ice and snow. The text 'This is why I "
+        "have trust issues' is a playful way to suggest that these contradictions can lead to distrust or confusion. The "
+        "humor in this meme is derived from the unexpected contrast between the names of the countries and their actual "
+        "physical characteristics.",
+        "1.0",
+    ),
 ]
 GRADER_INSTRUCTION = (
     "Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in "
@@ -80,8 +91,12 @@ GRADER_INSTRUCTION = (
     "prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 "
     "(totally right). Just complete the last space of the correctness score."
 )
-GRADER_PREAMBLE = (GRADER_INSTRUCTION + "\n\nQuestion | Ground truth | Prediction | Correctness\n"
-                   + "--- | --- | --- | ---\n" + "".join(" | ".join(row) + "\n" for row in _FEW_SHOT))
+GRADER_PREAMBLE = (
+    GRADER_INSTRUCTION
+    + "\n\nQuestion | Ground truth | Prediction | Correctness\n"
+    + "--- | --- | --- | ---\n"
+    + "".join(" | ".join(row) + "\n" for row in _FEW_SHOT)
+)
 RETRY_SUFFIX = "\nPredict the correctness of the answer (digit): "
 MAX_RETRIES = 5
 
@@ -109,8 +124,17 @@ class OpenAICompatibleGrader:
     """Minimal chat-completions client with retries and a JSON cache: the one OpenAI-compatible client of ``eval/``
     (MM-Vet's grader, MMBench's judge)."""
 
-    def __init__(self, base_url: str, api_key: str | None, model: str, cache_path: Path | None = None,
-                 timeout: float = 60.0, http_retries: int = 5, retry_sleep: float = 1.0, max_tokens: int = 3):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        cache_path: Path | None = None,
+        timeout: float = 60.0,
+        http_retries: int = 5,
+        retry_sleep: float = 1.0,
+        max_tokens: int = 3,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_tokens = max_tokens
         self.api_key = api_key
@@ -139,8 +163,12 @@ class OpenAICompatibleGrader:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": self.max_tokens,
-                "temperature": temperature}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+            "temperature": temperature,
+        }
         last_err = None
         for attempt in range(self.http_retries):
             try:
@@ -154,7 +182,7 @@ class OpenAICompatibleGrader:
             except (requests.RequestException, KeyError, ValueError) as e:  # connection error, bad JSON
                 last_err = repr(e)
             if attempt + 1 < self.http_retries:
-                time.sleep(self.retry_sleep * (2 ** attempt))
+                time.sleep(self.retry_sleep * (2**attempt))
         raise GraderError(f"grader endpoint {self.url} failed: {last_err}")
 
     def _cache_key(self, prompt: str) -> str:
@@ -186,8 +214,7 @@ class OpenAICompatibleGrader:
             tries += 1
             temperature += 0.5
             score = parse_grade(content)
-        result = {"score": 0.0 if score is None else score, "content": content, "model": self.model,
-                  "retries": tries}
+        result = {"score": 0.0 if score is None else score, "content": content, "model": self.model, "retries": tries}
         self.cache[key] = result
         if self.cache_path is not None:
             write_json(self.cache_path, self.cache)
@@ -203,9 +230,14 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
         for i, row in hub_rows(ds):
             caps = row["capability"]
             caps = caps.split(",") if isinstance(caps, str) else list(caps)
-            samples.append(Sample(question_id=row["question_id"], prompt=row["question"],
-                                  image=store.from_hub(row["question_id"], ds, i),
-                                  meta={"question": row["question"], "answer": row["answer"], "capability": caps}))
+            samples.append(
+                Sample(
+                    question_id=row["question_id"],
+                    prompt=row["question"],
+                    image=store.from_hub(row["question_id"], ds, i),
+                    meta={"question": row["question"], "answer": row["answer"], "capability": caps},
+                )
+            )
         return samples
     root = Path(data)
     meta_path = find_file(root, ["mm-vet.json", "mm-vet/mm-vet.json"], "MM-Vet")
@@ -214,10 +246,14 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
     samples = []
     for qid, v in read_json(meta_path).items():
         name = v.get("imagename", f"{qid}.png")
-        samples.append(Sample(question_id=qid, prompt=v["question"],
-                              image=(lambda n=name: str(resolve_image(n, bases))),
-                              meta={"question": v["question"], "answer": v["answer"],
-                                    "capability": list(v["capability"])}))
+        samples.append(
+            Sample(
+                question_id=qid,
+                prompt=v["question"],
+                image=(lambda n=name: str(resolve_image(n, bases))),
+                meta={"question": v["question"], "answer": v["answer"], "capability": list(v["capability"])},
+            )
+        )
     return samples
 
 
@@ -231,12 +267,18 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     if grader is None:
         grader = OpenAICompatibleGrader.from_env(cache_path=out_dir / "mmvet_grader_cache.json")
     if grader is None:
-        msg = ("MM-Vet: no grader endpoint configured (set OPENAI_API_KEY and/or OPENAI_BASE_URL, optionally "
-               "MMVET_GRADER_MODEL); not graded. mmvet_submission.json is ready for the official evaluator.")
+        msg = (
+            "MM-Vet: no grader endpoint configured (set OPENAI_API_KEY and/or OPENAI_BASE_URL, optionally "
+            "MMVET_GRADER_MODEL); not graded. mmvet_submission.json is ready for the official evaluator."
+        )
         logger.warning(msg)
         print(msg)
-        return TaskResult(task=NAME, headline={"total": None, "questions": len(samples)},
-                          details={"graded": False, "submission": "mmvet_submission.json"}, notes=[msg])
+        return TaskResult(
+            task=NAME,
+            headline={"total": None, "questions": len(samples)},
+            details={"graded": False, "submission": "mmvet_submission.json"},
+            notes=[msg],
+        )
 
     from tqdm import tqdm
 
@@ -265,10 +307,22 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     if n_missing:
         notes.append(f"{n_missing} questions have no prediction and score 0")
     return TaskResult(
-        task=NAME, headline=headline,
-        sections=[("Capability integrations", ["capabilities", "score", "questions"],
-                   [[k, v, len(combo_scores[k])] for k, v in per_combo.items()])],
-        details={"graded": True, "grader_model": grader.model, "capabilities": per_cap,
-                 "capability_integrations": per_combo, "submission": "mmvet_submission.json",
-                 "grades": "mmvet_grades.json"},
-        notes=notes)
+        task=NAME,
+        headline=headline,
+        sections=[
+            (
+                "Capability integrations",
+                ["capabilities", "score", "questions"],
+                [[k, v, len(combo_scores[k])] for k, v in per_combo.items()],
+            )
+        ],
+        details={
+            "graded": True,
+            "grader_model": grader.model,
+            "capabilities": per_cap,
+            "capability_integrations": per_combo,
+            "submission": "mmvet_submission.json",
+            "grades": "mmvet_grades.json",
+        },
+        notes=notes,
+    )

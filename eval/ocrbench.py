@@ -35,6 +35,7 @@ from .common import (
 )
 from .metrics import OCRBENCH_CATEGORIES, OCRBENCH_TEXT_RECOGNITION, ocrbench_match
 
+
 NAME = "ocrbench"
 MAX_NEW_TOKENS = 128
 HUB_DEFAULT = ("echo840/OCRBench", None, "test")
@@ -47,10 +48,19 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
         store = image_store(opts)
         samples = []
         for i, row in hub_rows(ds):
-            samples.append(Sample(question_id=i, prompt=row["question"], image=store.from_hub(i, ds, i),
-                                  meta={"answers": row.get("answers", row.get("answer")), "source_id": row.get("id"),
-                                        "dataset_name": row.get("dataset_name", row.get("dataset")),
-                                        "type": row.get("type", row.get("question_type"))}))
+            samples.append(
+                Sample(
+                    question_id=i,
+                    prompt=row["question"],
+                    image=store.from_hub(i, ds, i),
+                    meta={
+                        "answers": row.get("answers", row.get("answer")),
+                        "source_id": row.get("id"),
+                        "dataset_name": row.get("dataset_name", row.get("dataset")),
+                        "type": row.get("type", row.get("question_type")),
+                    },
+                )
+            )
         return samples
     root = Path(data)
     ann = find_file(root, ["OCRBench.json", "OCRBench/OCRBench.json"], "OCRBench")
@@ -58,16 +68,25 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
     bases = [base / "OCRBench_Images", base.parent / "OCRBench_Images", base]
     samples = []
     for i, e in enumerate(read_json(ann)):
-        samples.append(Sample(question_id=i, prompt=e["question"],
-                              image=(lambda n=e["image_path"]: str(resolve_image(n, bases))),
-                              meta={"answers": e["answers"], "dataset_name": e["dataset_name"], "type": e["type"],
-                                    "source_id": e.get("id")}))
+        samples.append(
+            Sample(
+                question_id=i,
+                prompt=e["question"],
+                image=(lambda n=e["image_path"]: str(resolve_image(n, bases))),
+                meta={
+                    "answers": e["answers"],
+                    "dataset_name": e["dataset_name"],
+                    "type": e["type"],
+                    "source_id": e.get("id"),
+                },
+            )
+        )
     return samples
 
 
 def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dict | None = None) -> TaskResult:
-    per_cat = {c: 0 for c in OCRBENCH_CATEGORIES}
-    n_cat = {c: 0 for c in OCRBENCH_CATEGORIES}
+    per_cat = dict.fromkeys(OCRBENCH_CATEGORIES, 0)
+    n_cat = dict.fromkeys(OCRBENCH_CATEGORIES, 0)
     per_q = {}
     for s in samples:
         ok = ocrbench_match(preds.get(s.key, ""), s.meta["answers"], s.meta["dataset_name"]) if s.key in preds else 0
@@ -84,8 +103,9 @@ def score(samples: list[Sample], preds: dict[str, str], out_dir: Path, opts: dic
     if len(samples) != 1000:
         notes.append(f"{len(samples)} questions (the full benchmark has 1000): the final score is a raw count")
     return TaskResult(
-        task=NAME, headline=headline,
-        sections=[("Categories", ["category", "correct", "questions"],
-                   [[c, per_cat[c], n_cat[c]] for c in per_cat])],
+        task=NAME,
+        headline=headline,
+        sections=[("Categories", ["category", "correct", "questions"], [[c, per_cat[c], n_cat[c]] for c in per_cat])],
         details={"categories": per_cat, "per_question": per_q},
-        notes=notes)
+        notes=notes,
+    )

@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ocr_mllm.inference.loading import DEFAULT_MODEL, InferenceSetupError
+
 from .common import (
     PROMPT_STYLES,
     EvalDataError,
@@ -45,10 +47,9 @@ from .common import (
     read_json,
     write_json,
 )
-from ocr_mllm.inference.loading import DEFAULT_MODEL, InferenceSetupError
-
 from .mmvet import GraderError
 from .tasks import TASKS, get_task
+
 
 logger = logging.getLogger("eval")
 
@@ -70,8 +71,16 @@ def build_messages(prompt: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
 
-def generate_predictions(samples: list[Sample], pred_path: Path, model_path: str, batch_size: int,
-                         max_new_tokens: int, device: str = "auto", dtype: str = "auto", progress: bool = True) -> dict:
+def generate_predictions(
+    samples: list[Sample],
+    pred_path: Path,
+    model_path: str,
+    batch_size: int,
+    max_new_tokens: int,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+) -> dict:
     """Run the model on the samples not yet in ``pred_path`` (through ``ocr_mllm.inference.run_batched_jsonl``:
     length-sorted batches, lines appended as each batch finishes, existing ids skipped)."""
     from ocr_mllm.inference import run_batched_jsonl
@@ -84,9 +93,17 @@ def generate_predictions(samples: list[Sample], pred_path: Path, model_path: str
         return build_messages(s.prompt), [s.load_image()]
 
     records = [{"question_id": s.question_id, "prompt": s.prompt} for s in samples]
-    return run_batched_jsonl(model, processor, records, str(pred_path), build_inputs, batch_size=batch_size,
-                             id_key="question_id", generation_kwargs={"max_new_tokens": max_new_tokens},
-                             progress=progress)
+    return run_batched_jsonl(
+        model,
+        processor,
+        records,
+        str(pred_path),
+        build_inputs,
+        batch_size=batch_size,
+        id_key="question_id",
+        generation_kwargs={"max_new_tokens": max_new_tokens},
+        progress=progress,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -140,9 +157,20 @@ def merge_parts(pred_path: Path, parts: list[Path], samples: list[Sample]) -> in
     return len(rows) - n_main
 
 
-def _generate_sharded(spec, samples: list[Sample], out: Path, pred_file: Path, meta: dict, overwrite: bool,
-                      model: str, batch_size: int, new_tokens: int, device: str, dtype: str,
-                      progress: bool) -> dict | None:
+def _generate_sharded(
+    spec,
+    samples: list[Sample],
+    out: Path,
+    pred_file: Path,
+    meta: dict,
+    overwrite: bool,
+    model: str,
+    batch_size: int,
+    new_tokens: int,
+    device: str,
+    dtype: str,
+    progress: bool,
+) -> dict | None:
     """Each rank generates every world-th question not yet in ``pred_file`` into its own resumable part file; rank 0
     merges the parts into ``pred_file`` and returns the summed stats; the other ranks return None."""
     rank, world, local_rank = dist_env()
@@ -150,8 +178,10 @@ def _generate_sharded(spec, samples: list[Sample], out: Path, pred_file: Path, m
     error = [None]
     if rank == 0:
         try:
-            _check_run_meta(out / f"{spec.name}_run.json", pred_file, meta, overwrite, parts=part_files(out, spec.name))
-            merge_parts(pred_file, part_files(out, spec.name), samples)   # parts of an earlier, interrupted run
+            _check_run_meta(
+                out / f"{spec.name}_run.json", pred_file, meta, overwrite, parts=part_files(out, spec.name)
+            )
+            merge_parts(pred_file, part_files(out, spec.name), samples)  # parts of an earlier, interrupted run
         except EvalDataError as exc:
             error[0] = str(exc)
     dist.broadcast_object_list(error, src=0)
@@ -167,8 +197,11 @@ def _generate_sharded(spec, samples: list[Sample], out: Path, pred_file: Path, m
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     part = out / f"{spec.name}_predictions.part{rank}-of-{world}.jsonl"
     logger.info("rank %d/%d: %d questions -> %s", rank, world, len(shard), part.name)
-    stats = generate_predictions(shard, part, model, batch_size, new_tokens, device, dtype,
-                                 progress and rank == 0) if shard else {"total": 0, "done": 0, "failed": 0}
+    stats = (
+        generate_predictions(shard, part, model, batch_size, new_tokens, device, dtype, progress and rank == 0)
+        if shard
+        else {"total": 0, "done": 0, "failed": 0}
+    )
     gathered = [None] * world
     dist.all_gather_object(gathered, {k: v for k, v in stats.items() if isinstance(v, (int, float))})
     if rank != 0:
@@ -179,8 +212,9 @@ def _generate_sharded(spec, samples: list[Sample], out: Path, pred_file: Path, m
     return summed
 
 
-def _check_run_meta(meta_path: Path, pred_path: Path, meta: dict, overwrite: bool,
-                    parts: list[Path] | None = None) -> None:
+def _check_run_meta(
+    meta_path: Path, pred_path: Path, meta: dict, overwrite: bool, parts: list[Path] | None = None
+) -> None:
     """Refuse to mix predictions made with another model / prompt style / token budget into one file."""
     if overwrite:
         for p in [pred_path, meta_path] + list(parts or []):
@@ -191,17 +225,32 @@ def _check_run_meta(meta_path: Path, pred_path: Path, meta: dict, overwrite: boo
         diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
         if diff:
             changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise EvalDataError(f"{pred_path} was made with different settings ({changes}); use another --output or "
-                                "pass --overwrite")
+            raise EvalDataError(
+                f"{pred_path} was made with different settings ({changes}); use another --output or pass --overwrite"
+            )
     write_json(meta_path, meta)
 
 
-def run_task(task: str, data: str, output: str | os.PathLike, model: str | None = None,
-             predictions: str | None = None, batch_size: int = 8, limit: int | None = None,
-             prompt_style: str = "plain", max_new_tokens: int | None = None, device: str = "auto",
-             dtype: str = "auto", split: str | None = None, hub_config: str | None = None, circular: bool = True,
-             overwrite: bool = False, progress: bool = True, judge_url: str | None = None,
-             judge_model: str | None = None) -> TaskResult | None:
+def run_task(
+    task: str,
+    data: str,
+    output: str | os.PathLike,
+    model: str | None = None,
+    predictions: str | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    prompt_style: str = "plain",
+    max_new_tokens: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    split: str | None = None,
+    hub_config: str | None = None,
+    circular: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+) -> TaskResult | None:
     """Load a benchmark, generate (unless ``predictions`` is given), score, write results. Returns the TaskResult.
 
     Under torchrun / ``accelerate launch`` (WORLD_SIZE > 1) the questions are sharded over the processes, each writes
@@ -212,14 +261,27 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
         raise EvalDataError(f"--prompt-style must be one of {PROMPT_STYLES}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    opts: dict[str, Any] = dict(spec.options, split=split, hub_config=hub_config, circular=circular,
-                                task_name=spec.name, progress=progress, judge_url=judge_url, judge_model=judge_model)
+    opts: dict[str, Any] = dict(
+        spec.options,
+        split=split,
+        hub_config=hub_config,
+        circular=circular,
+        task_name=spec.name,
+        progress=progress,
+        judge_url=judge_url,
+        judge_model=judge_model,
+    )
     opts["image_store"] = ImageStore(out / "_images" / spec.name)
     samples = spec.module.load_samples(str(data), prompt_style, opts)
     check_unique_ids(samples, spec.name)
     samples = apply_limit(samples, limit)
-    run_info: dict[str, Any] = {"task": spec.name, "data": str(data), "prompt_style": prompt_style, "limit": limit,
-                                "questions": len(samples)}
+    run_info: dict[str, Any] = {
+        "task": spec.name,
+        "data": str(data),
+        "prompt_style": prompt_style,
+        "limit": limit,
+        "questions": len(samples),
+    }
     # result files that carry their own predictions (MME's eval_tool layout)
     embedded_fn = getattr(spec.module, "embedded_predictions", None)
     embedded = embedded_fn(samples) if embedded_fn is not None else None
@@ -228,8 +290,10 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
     if model is None and predictions is None and embedded is None:
         model = DEFAULT_MODEL  # the built-in reader
         if not os.path.isdir(model):
-            raise EvalDataError("give --model (generate) or --predictions (score an existing file); the built-in "
-                                f"reader {model} is not in this checkout")
+            raise EvalDataError(
+                "give --model (generate) or --predictions (score an existing file); the built-in "
+                f"reader {model} is not in this checkout"
+            )
 
     pred_file = None
     if predictions is not None:
@@ -240,23 +304,39 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
     else:
         pred_file = out / f"{spec.name}_predictions.jsonl"
         new_tokens = max_new_tokens or spec.max_new_tokens
-        meta = {"model": os.path.abspath(model) if os.path.exists(model) else model, "prompt_style": prompt_style,
-                "max_new_tokens": new_tokens, "split": split, "circular": circular}
+        meta = {
+            "model": os.path.abspath(model) if os.path.exists(model) else model,
+            "prompt_style": prompt_style,
+            "max_new_tokens": new_tokens,
+            "split": split,
+            "circular": circular,
+        }
         if dist_env()[1] > 1:
-            stats = _generate_sharded(spec, samples, out, pred_file, meta, overwrite, model, batch_size, new_tokens,
-                                      device, dtype, progress)
+            stats = _generate_sharded(
+                spec, samples, out, pred_file, meta, overwrite, model, batch_size, new_tokens, device, dtype, progress
+            )
             if stats is None:
                 return None  # not rank 0: its part is merged and scored by rank 0
         else:
-            _check_run_meta(out / f"{spec.name}_run.json", pred_file, meta, overwrite,
-                            parts=part_files(out, spec.name))
-            merge_parts(pred_file, part_files(out, spec.name), samples)   # a data-parallel run that was killed
+            _check_run_meta(
+                out / f"{spec.name}_run.json", pred_file, meta, overwrite, parts=part_files(out, spec.name)
+            )
+            merge_parts(pred_file, part_files(out, spec.name), samples)  # a data-parallel run that was killed
             stats = generate_predictions(samples, pred_file, model, batch_size, new_tokens, device, dtype, progress)
-        run_info.update(model=meta["model"], max_new_tokens=new_tokens, batch_size=batch_size,
-                        predictions=str(pred_file), generation={k: v for k, v in stats.items() if k != "failed_ids"})
+        run_info.update(
+            model=meta["model"],
+            max_new_tokens=new_tokens,
+            batch_size=batch_size,
+            predictions=str(pred_file),
+            generation={k: v for k, v in stats.items() if k != "failed_ids"},
+        )
         if stats.get("failed"):
-            logger.warning("%s: %d records failed to generate (ids: %s)", spec.name, stats["failed"],
-                           stats.get("failed_ids", [])[:10])
+            logger.warning(
+                "%s: %d records failed to generate (ids: %s)",
+                spec.name,
+                stats["failed"],
+                stats.get("failed_ids", [])[:10],
+            )
 
     if dist_env()[0] != 0:
         return None  # score-only under a launcher: rank 0 scores
@@ -277,14 +357,33 @@ def run_task(task: str, data: str, output: str | os.PathLike, model: str | None 
 # Suite
 # ---------------------------------------------------------------------------------------------------------------------
 
-SUITE_KEYS = {"data", "predictions", "prompt_style", "limit", "split", "hub_config", "circular", "max_new_tokens",
-              "batch_size", "enabled"}
+SUITE_KEYS = {
+    "data",
+    "predictions",
+    "prompt_style",
+    "limit",
+    "split",
+    "hub_config",
+    "circular",
+    "max_new_tokens",
+    "batch_size",
+    "enabled",
+}
 
 
-def run_suite(config_path: str, model: str | None = None, output: str | None = None, limit: int | None = None,
-              batch_size: int | None = None, prompt_style: str | None = None, device: str = "auto",
-              dtype: str = "auto", overwrite: bool = False, progress: bool = True,
-              tasks: list[str] | None = None) -> tuple[list[list[Any]], int]:
+def run_suite(
+    config_path: str,
+    model: str | None = None,
+    output: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    prompt_style: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    tasks: list[str] | None = None,
+) -> tuple[list[list[Any]], int]:
     """Run every enabled task of a suite YAML; returns (table rows, number of failed tasks)."""
     import yaml
 
@@ -309,13 +408,23 @@ def run_suite(config_path: str, model: str | None = None, output: str | None = N
                 raise EvalDataError(f"task {name}: no 'data' in the suite config")
             preds = tcfg.get("predictions")
             result = run_task(
-                spec.name, str(tcfg["data"]), root / spec.name, model=None if preds else model, predictions=preds,
+                spec.name,
+                str(tcfg["data"]),
+                root / spec.name,
+                model=None if preds else model,
+                predictions=preds,
                 batch_size=batch_size or tcfg.get("batch_size") or cfg.get("batch_size") or 8,
                 limit=limit if limit is not None else tcfg.get("limit", cfg.get("limit")),
                 prompt_style=prompt_style or tcfg.get("prompt_style") or cfg.get("prompt_style") or "plain",
-                max_new_tokens=tcfg.get("max_new_tokens", cfg.get("max_new_tokens")), device=device, dtype=dtype,
-                split=tcfg.get("split"), hub_config=tcfg.get("hub_config"), circular=tcfg.get("circular", True),
-                overwrite=overwrite, progress=progress)
+                max_new_tokens=tcfg.get("max_new_tokens", cfg.get("max_new_tokens")),
+                device=device,
+                dtype=dtype,
+                split=tcfg.get("split"),
+                hub_config=tcfg.get("hub_config"),
+                circular=tcfg.get("circular", True),
+                overwrite=overwrite,
+                progress=progress,
+            )
             if result is None:  # a data-parallel rank other than 0
                 continue
             summary[spec.name] = result.headline
@@ -339,31 +448,48 @@ def run_suite(config_path: str, model: str | None = None, output: str | None = N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m eval.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--task", required=True, help=f"{', '.join(TASKS)}, or 'all' with --config")
     p.add_argument("--data", help="benchmark files (official layout) or a Hub dataset id")
     p.add_argument("--output", help="output folder (suite: root folder, one sub-folder per task)")
-    p.add_argument("--model", help="model folder or Hub id (default: the built-in reader models/reader-mini, unless "
-                                   "--predictions or a results folder is scored)")
+    p.add_argument(
+        "--model",
+        help="model folder or Hub id (default: the built-in reader models/reader-mini, unless "
+        "--predictions or a results folder is scored)",
+    )
     p.add_argument("--predictions", help="score this JSONL instead of generating (no model is loaded)")
     p.add_argument("--config", help="suite YAML (with --task all), e.g. eval/suite.yaml")
     p.add_argument("--batch-size", type=int, default=None, help="generation batch size (default 8)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="first N questions (MME: N images; MMBench circular: N questions with all rotations)")
-    p.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
-                   help="plain (default): the benchmark's text; original: the original repo's (LLaVA-1.5) prompts, "
-                        "incl. TextVQA reference OCR tokens")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="first N questions (MME: N images; MMBench circular: N questions with all rotations)",
+    )
+    p.add_argument(
+        "--prompt-style",
+        choices=PROMPT_STYLES,
+        default=None,
+        help="plain (default): the benchmark's text; original: the original repo's (LLaVA-1.5) prompts, "
+        "incl. TextVQA reference OCR tokens",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: per task (MM-Vet 1024, others 128)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto (CUDA: bf16, CPU: fp32), bf16, fp16, fp32")
     p.add_argument("--split", default=None, help="DocVQA/ChartQA split (val/test) or the Hub split")
     p.add_argument("--hub-config", default=None, help="Hub dataset config name")
     p.add_argument("--no-circular", action="store_true", help="MMBench: original rows only (single pass)")
-    p.add_argument("--judge-url", default=None,
-                   help="MMBench: OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1; key from OPENAI_API_KEY) "
-                        "of the LLM judge that reads answers the rules cannot (VLMEvalKit's fallback); off by default")
-    p.add_argument("--judge-model", default=None, help="MMBench judge model (default gpt-3.5-turbo-0125, VLMEvalKit's)")
+    p.add_argument(
+        "--judge-url",
+        default=None,
+        help="MMBench: OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1; key from OPENAI_API_KEY) "
+        "of the LLM judge that reads answers the rules cannot (VLMEvalKit's fallback); off by default",
+    )
+    p.add_argument(
+        "--judge-model", default=None, help="MMBench judge model (default gpt-3.5-turbo-0125, VLMEvalKit's)"
+    )
     p.add_argument("--overwrite", action="store_true", help="discard existing predictions in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -372,28 +498,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     progress = not args.no_progress
     try:
         if args.task.lower() == "all":
             if not args.config:
                 raise EvalDataError("--task all needs --config (e.g. eval/suite.yaml)")
-            rows, failures = run_suite(args.config, model=args.model, output=args.output, limit=args.limit,
-                                       batch_size=args.batch_size, prompt_style=args.prompt_style,
-                                       device=args.device, dtype=args.dtype, overwrite=args.overwrite,
-                                       progress=progress)
+            rows, failures = run_suite(
+                args.config,
+                model=args.model,
+                output=args.output,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                prompt_style=args.prompt_style,
+                device=args.device,
+                dtype=args.dtype,
+                overwrite=args.overwrite,
+                progress=progress,
+            )
             if dist_env()[0] == 0:
                 print(markdown_table(["task", "metric", "value"], rows))
             return 1 if failures else 0
         if not args.data or not args.output:
             raise EvalDataError("--data and --output are required (or --task all --config SUITE)")
-        result = run_task(args.task, args.data, args.output, model=args.model, predictions=args.predictions,
-                          batch_size=args.batch_size or 8, limit=args.limit,
-                          prompt_style=args.prompt_style or "plain", max_new_tokens=args.max_new_tokens,
-                          device=args.device, dtype=args.dtype, split=args.split, hub_config=args.hub_config,
-                          circular=not args.no_circular, overwrite=args.overwrite, progress=progress,
-                          judge_url=args.judge_url, judge_model=args.judge_model)
+        result = run_task(
+            args.task,
+            args.data,
+            args.output,
+            model=args.model,
+            predictions=args.predictions,
+            batch_size=args.batch_size or 8,
+            limit=args.limit,
+            prompt_style=args.prompt_style or "plain",
+            max_new_tokens=args.max_new_tokens,
+            device=args.device,
+            dtype=args.dtype,
+            split=args.split,
+            hub_config=args.hub_config,
+            circular=not args.no_circular,
+            overwrite=args.overwrite,
+            progress=progress,
+            judge_url=args.judge_url,
+            judge_model=args.judge_model,
+        )
     except (EvalDataError, GraderError, KeyError, FileNotFoundError, InferenceSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

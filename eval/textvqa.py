@@ -40,6 +40,7 @@ from .common import (
 )
 from .metrics import vqa_accuracy
 
+
 NAME = "textvqa"
 MAX_NEW_TOKENS = 128  # the original's model_vqa_loader setting
 HUB_DEFAULT = ("lmms-lab/textvqa", None, "validation")
@@ -79,8 +80,12 @@ def build_original_prompt(question: str, ocr_tokens) -> str:
 
 def _make_sample(entry: dict, prompt: str, image) -> Sample:
     answers = entry.get("answers")
-    return Sample(question_id=entry["question_id"], prompt=prompt, image=image,
-                  meta={"answers": list(answers) if answers is not None else None, "question": entry["question"]})
+    return Sample(
+        question_id=entry["question_id"],
+        prompt=prompt,
+        image=image,
+        meta={"answers": list(answers) if answers is not None else None, "question": entry["question"]},
+    )
 
 
 def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = None) -> list[Sample]:
@@ -93,8 +98,14 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
     search_root = root if root.is_dir() else base
     ann = read_json(ann_path)
     entries = ann["data"] if isinstance(ann, dict) else ann
-    image_bases = [search_root / "train_images", base / "train_images", search_root / "train_val_images" /
-                   "train_images", search_root / "images", search_root, base]
+    image_bases = [
+        search_root / "train_images",
+        base / "train_images",
+        search_root / "train_val_images" / "train_images",
+        search_root / "images",
+        search_root,
+        base,
+    ]
 
     llava_prompts: dict[tuple[str, str], str] = {}
     rosetta: dict[str, list] = {}
@@ -128,8 +139,11 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
         name = e.get("image_path") or f"{image_id}.jpg"
         samples.append(_make_sample(e, prompt, _lazy_path(name, image_bases)))
     if prompt_style == "original" and n_without_ocr:
-        logger.warning("%d TextVQA questions have no reference OCR tokens (no LLaVA question file, no ocr_tokens "
-                       "field, no Rosetta file): their prompt has no OCR line", n_without_ocr)
+        logger.warning(
+            "%d TextVQA questions have no reference OCR tokens (no LLaVA question file, no ocr_tokens "
+            "field, no Rosetta file): their prompt has no OCR line",
+            n_without_ocr,
+        )
     return samples
 
 
@@ -148,8 +162,11 @@ def _load_hub(data: str, prompt_style: str, opts: dict) -> list[Sample]:
     store = image_store(opts)
     samples = []
     for i, row in hub_rows(ds):
-        prompt = (build_original_prompt(row["question"], row.get("ocr_tokens")) if prompt_style == "original"
-                  else row["question"])
+        prompt = (
+            build_original_prompt(row["question"], row.get("ocr_tokens"))
+            if prompt_style == "original"
+            else row["question"]
+        )
         samples.append(_make_sample(row, prompt, store.from_hub(row.get("image_id", i), ds, i)))
     return samples
 

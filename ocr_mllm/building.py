@@ -11,7 +11,6 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from configuration_ocr_mllm import OcrMllmConfig
-from modeling_ocr_mllm import OcrMllmForConditionalGeneration
 from image_processing_ocr_mllm import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,18 +18,25 @@ from image_processing_ocr_mllm import (
     OPENAI_CLIP_STD,
     OcrMllmImageProcessor,
 )
+from modeling_ocr_mllm import OcrMllmForConditionalGeneration
 from processing_ocr_mllm import OcrMllmProcessor
 
 from .folders import MODEL_CODE_FILES
 from .tokenization import ENDOFTEXT, IM_END, IMAGE_TOKEN, default_corpus, train_bpe_tokenizer
+
 
 logger = logging.getLogger(__name__)
 
 # Model sizes by name. "tiny" is for tests (loads and generates on CPU in well under a second); "original" is the
 # architecture of OCR_MLLM_TOY (Qwen-14B, Qwen-VL ViT-bigG, SAM ViT-B) and is meant to be filled from pretrained parts.
 # Line readers keep the low-res path (ViT → Resampler) at its smallest: a 28-px view, 2 × 2 patches, 4 queries.
-LINE_LOW_RES_VIEW = {"num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
-                     "position_embedding_grid_size": 2}
+LINE_LOW_RES_VIEW = {
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "image_size": 28,
+    "patch_size": 14,
+    "position_embedding_grid_size": 2,
+}
 PRESETS: dict[str, dict] = {
     "tiny": {
         "text_config": {
@@ -125,26 +131,38 @@ def _merged(base: dict, changes: dict) -> dict:
 
 
 # "tiny" with the line-reader options (conv stem, 32 × 64 line view → 16 column tokens, CTC head): tests.
-PRESETS["tiny-line"] = _merged(PRESETS["tiny"], {
-    "vision_config": {**LINE_LOW_RES_VIEW, "hidden_size": 32, "intermediate_size": 64},
-    "high_res_vision_config": {"num_hidden_layers": 1, "image_size": 64, "patch_size": 8, "window_size": 4,
-                               "global_attn_indexes": [], "use_abs_pos": False},
-    "high_res_patch_embed": "conv",
-    "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],
-    "high_res_line_height": 32,
-    "high_res_downsample_strides": [[2, 1], [2, 1]],
-    "ctc_loss_weight": 1.0,
-    "resampler_num_queries": 4,
-    "tokenizer_vocab_size": 512,
-})
+PRESETS["tiny-line"] = _merged(
+    PRESETS["tiny"],
+    {
+        "vision_config": {**LINE_LOW_RES_VIEW, "hidden_size": 32, "intermediate_size": 64},
+        "high_res_vision_config": {
+            "num_hidden_layers": 1,
+            "image_size": 64,
+            "patch_size": 8,
+            "window_size": 4,
+            "global_attn_indexes": [],
+            "use_abs_pos": False,
+        },
+        "high_res_patch_embed": "conv",
+        "high_res_stem_strides": [[2, 2], [2, 2], [2, 1]],
+        "high_res_line_height": 32,
+        "high_res_downsample_strides": [[2, 1], [2, 1]],
+        "ctc_loss_weight": 1.0,
+        "resampler_num_queries": 4,
+        "tokenizer_vocab_size": 512,
+    },
+)
 
 # The shipped reader (models/reader-mini): the quickstart's tower and LLM on an 800-px line canvas (200 columns) for
 # lines of up to ~60 Latin / ~20 CJK characters, with a tokenizer for ~5,000 characters. Kept this small because on
 # 2 CPU cores samples per second decide how well it reads after 2 hours (docs/training.md).
-PRESETS["reader-mini"] = _merged(PRESETS["quickstart"], {
-    "high_res_vision_config": {"image_size": 800},
-    "tokenizer_vocab_size": 6400,  # 3,500 Simplified + their Taiwan forms + Latin, digits, punctuation, prompts
-})
+PRESETS["reader-mini"] = _merged(
+    PRESETS["quickstart"],
+    {
+        "high_res_vision_config": {"image_size": 800},
+        "tokenizer_vocab_size": 6400,  # 3,500 Simplified + their Taiwan forms + Latin, digits, punctuation, prompts
+    },
+)
 
 
 def build_config(preset: str, vocab_size: int, image_token_id: int, **overrides) -> OcrMllmConfig:
@@ -244,7 +262,9 @@ def _add_image_token(tokenizer):
     return tokenizer
 
 
-def build_tiny_folder(output_dir: str | Path, seed: int = 0, tokenizer=None, preset: str = "tiny", **overrides) -> Path:
+def build_tiny_folder(
+    output_dir: str | Path, seed: int = 0, tokenizer=None, preset: str = "tiny", **overrides
+) -> Path:
     """Random weights at a size preset, with a small BPE vocabulary unless a tokenizer is given."""
     if tokenizer is None:
         vocab_size = PRESETS[preset].get("tokenizer_vocab_size") or 1024
@@ -253,9 +273,9 @@ def build_tiny_folder(output_dir: str | Path, seed: int = 0, tokenizer=None, pre
         preset, vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
     )
     if config.ctc_loss_weight > 0:  # the turn's end is the LM's to predict; the CTC head reads the line only
-        config.ctc_ignore_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in (IM_END, ENDOFTEXT)] + [
-            i for i in tokenizer("\n", add_special_tokens=False)["input_ids"]
-        ]
+        config.ctc_ignore_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in (IM_END, ENDOFTEXT)] + list(
+            tokenizer("\n", add_special_tokens=False)["input_ids"]
+        )
     # the tokenizer's ids, so trainers need not "align" the config (TRL warns when it does)
     config.text_config.pad_token_id = tokenizer.pad_token_id
     config.text_config.eos_token_id = tokenizer.eos_token_id
@@ -349,7 +369,9 @@ def build_from_parts(
         overrides["high_res_vision_config"] = high_res_config.to_dict()
         if downsampler_state is not None:  # GOT's convs fix the channels (Vary: 256 → 512 → 1024)
             overrides["high_res_downsample_channels"] = [
-                downsampler_state["conv1.weight"].shape[0], downsampler_state["conv2.weight"].shape[0]]
+                downsampler_state["conv1.weight"].shape[0],
+                downsampler_state["conv2.weight"].shape[0],
+            ]
     vocab_size = max(language.config.vocab_size, len(tokenizer))
     config = build_config(
         preset, vocab_size=vocab_size, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), **overrides
@@ -364,9 +386,13 @@ def build_from_parts(
     if low_res_state is not None:
         _load_state_dict_into(model.model.vision_tower, low_res_state, f"low-res tower from {vision_model}")
     if high_res_state is not None:
-        _load_state_dict_into(model.model.high_res_vision_tower, high_res_state, f"high-res tower from {high_res_model}")
+        _load_state_dict_into(
+            model.model.high_res_vision_tower, high_res_state, f"high-res tower from {high_res_model}"
+        )
     if downsampler_state is not None:
-        _load_state_dict_into(model.model.high_res_downsampler, downsampler_state, f"downsampler from {high_res_model}")
+        _load_state_dict_into(
+            model.model.high_res_downsampler, downsampler_state, f"downsampler from {high_res_model}"
+        )
 
     image_processor_kwargs = {}
     if vision_model is not None:
@@ -374,9 +400,14 @@ def build_from_parts(
             from transformers import AutoImageProcessor
 
             source_processor = AutoImageProcessor.from_pretrained(vision_model)
-            image_processor_kwargs = {"image_mean": source_processor.image_mean, "image_std": source_processor.image_std}
+            image_processor_kwargs = {
+                "image_mean": source_processor.image_mean,
+                "image_std": source_processor.image_std,
+            }
         except (OSError, ValueError):
-            logger.warning("No image processor config in %s: using OpenAI-CLIP mean/std for the low-res view", vision_model)
+            logger.warning(
+                "No image processor config in %s: using OpenAI-CLIP mean/std for the low-res view", vision_model
+            )
     model = model.to(dtype)
     processor = build_processor(tokenizer, config, **image_processor_kwargs)
     return save_model_folder(model, processor, output_dir)

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
 from ocr_mllm.inference.loading import DTYPE_ALIASES
+
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ SAM_PREFIX = "transformer.vision_tower_high."
 QWEN_PAT_STR = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 # Qwen's special tokens, in id order right after the BPE ranks (tokenization_qwen.py: enumerate(..., start=len(ranks)))
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [f"<|extra_{i}|>" for i in range(205)]
-
 
 
 class ConversionError(RuntimeError):
@@ -163,12 +164,15 @@ def _deinterleave_heads(tensor: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _unconsumed_message(unmatched) -> str:
-    return (f"{len(unmatched)} original key(s) are not consumed by the mapping table (not converted, would be lost):\n  "
-            + "\n  ".join(sorted(unmatched)))
+    return (
+        f"{len(unmatched)} original key(s) are not consumed by the mapping table (not converted, would be lost):\n  "
+        + "\n  ".join(sorted(unmatched))
+    )
 
 
-def convert_state_dict(original: dict, vit_heads: int, dtype: torch.dtype | None = None,
-                       strict: bool = True) -> tuple[dict, dict]:
+def convert_state_dict(
+    original: dict, vit_heads: int, dtype: torch.dtype | None = None, strict: bool = True
+) -> tuple[dict, dict]:
     """Rename, split and permute every original tensor. Returns (our state dict, report). With `strict`, raises
     ConversionError listing every original key that no table row consumes; else lists them in report["unmatched"]."""
     mapping, ignored, unmatched = convert_old_keys_to_new_keys(original.keys())
@@ -190,8 +194,12 @@ def convert_state_dict(original: dict, vit_heads: int, dtype: torch.dtype | None
             if len(targets) == 3 and piece.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
                 piece = piece.clone()  # q/k/v must not share storage (safetensors refuses shared tensors)
             converted[target] = piece
-    return converted, {"ignored": sorted(ignored), "unmatched": sorted(unmatched), "num_original": len(original),
-                       "num_converted": len(converted)}
+    return converted, {
+        "ignored": sorted(ignored),
+        "unmatched": sorted(unmatched),
+        "num_original": len(original),
+        "num_converted": len(converted),
+    }
 
 
 # ======================================================================================================================
@@ -266,7 +274,7 @@ def _strip_prefix(state: dict, prefixes: tuple[str, ...]) -> dict:
     for key, value in state.items():
         for prefix in prefixes:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         out[key] = value
     return out
@@ -300,7 +308,7 @@ def load_projector_source(path: str | os.PathLike) -> dict:
     out = {}
     for key, value in state.items():
         if key.startswith("model.mm_projector"):
-            key = "transformer." + key[len("model."):]
+            key = "transformer." + key[len("model.") :]
         elif key.startswith("mm_projector"):
             key = "transformer." + key
         out[key] = value
@@ -361,7 +369,9 @@ def collect_original_state_dict(input_dir, vit=None, sam=None, projector=None) -
                 dropped = [k for k in sources.state_dict if component_of(k) == component]
                 for k in dropped:
                     del sources.state_dict[k]
-                sources.notes.append(f"{component}: {label} replaces {len(dropped)} key(s) of {sources.origins[component]}")
+                sources.notes.append(
+                    f"{component}: {label} replaces {len(dropped)} key(s) of {sources.origins[component]}"
+                )
             sources.state_dict.update(part)
             sources.origins[component] = label
             have.add(component)
@@ -397,9 +407,7 @@ def collect_original_state_dict(input_dir, vit=None, sam=None, projector=None) -
 
     missing = [c for c in COMPONENT_HINTS if c not in have]
     if missing:
-        raise ConversionError(
-            "Missing components: " + "; ".join(f"{c} — {COMPONENT_HINTS[c]}" for c in missing)
-        )
+        raise ConversionError("Missing components: " + "; ".join(f"{c} — {COMPONENT_HINTS[c]}" for c in missing))
     return sources
 
 
@@ -433,11 +441,17 @@ def _vit_heads(vit_config: dict, width: int, override: int | None) -> int:
     )
 
 
-def infer_hparams(sources: OriginalSources, vit_heads: int | None = None, resampler_heads: int | None = None,
-                  image_size: int | None = None) -> dict:
+def infer_hparams(
+    sources: OriginalSources,
+    vit_heads: int | None = None,
+    resampler_heads: int | None = None,
+    image_size: int | None = None,
+) -> dict:
     """Every number the target config needs, read from the original config files and tensor shapes."""
     sd, qc = sources.state_dict, sources.qwen_config
-    embed_key = "transformer.embed_tokens.weight" if "transformer.embed_tokens.weight" in sd else "transformer.wte.weight"
+    embed_key = (
+        "transformer.embed_tokens.weight" if "transformer.embed_tokens.weight" in sd else "transformer.wte.weight"
+    )
     if embed_key not in sd:
         raise ConversionError("No token embedding (transformer.embed_tokens.weight or transformer.wte.weight)")
     vocab, hidden = sd[embed_key].shape
@@ -516,12 +530,19 @@ def infer_hparams(sources: OriginalSources, vit_heads: int | None = None, resamp
     projector_type = f"mlp{n_mlp}x_gelu" if n_mlp else "linear"
     declared = sources.qwen_config.get("mm_projector_type")
     if declared and declared != projector_type and not (declared == "mlp1x_gelu" and projector_type == "linear"):
-        logger.warning("config.json says mm_projector_type=%s but the weights are %s: following the weights", declared, projector_type)
+        logger.warning(
+            "config.json says mm_projector_type=%s but the weights are %s: following the weights",
+            declared,
+            projector_type,
+        )
     return {
         "text_config": text,
         "vision_config": vit,
         "high_res_vision_config": sam,
-        "high_res_downsample_channels": [int(sd[SAM_PREFIX + "net_2.weight"].shape[0]), int(sd[SAM_PREFIX + "net_3.weight"].shape[0])],
+        "high_res_downsample_channels": [
+            int(sd[SAM_PREFIX + "net_2.weight"].shape[0]),
+            int(sd[SAM_PREFIX + "net_3.weight"].shape[0]),
+        ],
         "high_res_projector_type": projector_type,
         "resampler_num_queries": int(sd["transformer.mm_projector.0.query"].shape[0]),
         # hard-coded in the original (num_heads=40 for the 5120-wide Qwen-14B, i.e. hidden // 128); not in the weights
@@ -550,7 +571,11 @@ def convert_qwen_tiktoken(tiktoken_path: str | os.PathLike, model_max_length: in
     ).converted()
     tokenizer = wrap_tokenizer(converted, model_max_length=model_max_length)
     expected = {token: len(ranks) + i for i, token in enumerate(QWEN_SPECIAL_TOKENS + [IMAGE_TOKEN])}
-    wrong = {t: (tokenizer.convert_tokens_to_ids(t), i) for t, i in expected.items() if tokenizer.convert_tokens_to_ids(t) != i}
+    wrong = {
+        t: (tokenizer.convert_tokens_to_ids(t), i)
+        for t, i in expected.items()
+        if tokenizer.convert_tokens_to_ids(t) != i
+    }
     if wrong:
         raise ConversionError(f"Special token ids differ from Qwen's (token: (got, expected)): {wrong}")
     return tokenizer
@@ -643,16 +668,21 @@ def check_against_model(converted: dict, model, unmatched=()) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
-    wrong = sorted(f"{k}: converted {tuple(converted[k].shape)} vs model {expected[k]}"
-                   for k in set(expected) & set(converted) if tuple(converted[k].shape) != expected[k])
+    wrong = sorted(
+        f"{k}: converted {tuple(converted[k].shape)} vs model {expected[k]}"
+        for k in set(expected) & set(converted)
+        if tuple(converted[k].shape) != expected[k]
+    )
     problems = [_unconsumed_message(unmatched)] if unmatched else []
     if missing:
         by_original: dict[str, list[str]] = {}
         for key in missing:
             by_original.setdefault(original_key_for(key) or "?", []).append(key)
         lines = [f"{orig}  (→ {', '.join(targets)})" for orig, targets in sorted(by_original.items())]
-        problems.append(f"{len(by_original)} original key(s) missing, {len(missing)} target key(s) left unfilled:\n  "
-                        + "\n  ".join(lines))
+        problems.append(
+            f"{len(by_original)} original key(s) missing, {len(missing)} target key(s) left unfilled:\n  "
+            + "\n  ".join(lines)
+        )
     if unexpected:
         problems.append(f"{len(unexpected)} converted key(s) the model does not have:\n  " + "\n  ".join(unexpected))
     if wrong:
@@ -673,9 +703,18 @@ def build_processor_for(tokenizer, config, vit_preprocessor: dict):
     return build_processor(tokenizer, config, **kwargs)
 
 
-def convert_checkpoint(input_dir, output_dir, vit=None, sam=None, projector=None, dtype: str = "auto",
-                       vit_heads: int | None = None, resampler_heads: int | None = None, tiktoken_path=None,
-                       max_shard_size="5GB") -> dict:
+def convert_checkpoint(
+    input_dir,
+    output_dir,
+    vit=None,
+    sam=None,
+    projector=None,
+    dtype: str = "auto",
+    vit_heads: int | None = None,
+    resampler_heads: int | None = None,
+    tiktoken_path=None,
+    max_shard_size="5GB",
+) -> dict:
     """Convert an original checkpoint to a complete OCR-MLLM folder. Returns a report dict (also holding the merged
     original state dict under "sources" for verification)."""
     from accelerate import init_empty_weights
@@ -692,18 +731,25 @@ def convert_checkpoint(input_dir, output_dir, vit=None, sam=None, projector=None
     tiktoken_path = tiktoken_path or sources.tiktoken_path
     if tiktoken_path is None:
         raise ConversionError(f"No qwen.tiktoken in {input_dir} (pass tiktoken_path=...)")
-    tokenizer = convert_qwen_tiktoken(tiktoken_path, model_max_length=hparams["text_config"]["max_position_embeddings"])
+    tokenizer = convert_qwen_tiktoken(
+        tiktoken_path, model_max_length=hparams["text_config"]["max_position_embeddings"]
+    )
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
 
-    embed = next(v for k, v in sources.state_dict.items() if re.fullmatch(r"transformer\.(embed_tokens|wte)\.weight", k))
+    embed = next(
+        v for k, v in sources.state_dict.items() if re.fullmatch(r"transformer\.(embed_tokens|wte)\.weight", k)
+    )
     target_dtype = embed.dtype if dtype in (None, "auto") else DTYPE_ALIASES[dtype]
-    converted, report = convert_state_dict(sources.state_dict, hparams["vision_config"]["num_attention_heads"],
-                                           target_dtype, strict=False)
+    converted, report = convert_state_dict(
+        sources.state_dict, hparams["vision_config"]["num_attention_heads"], target_dtype, strict=False
+    )
 
     vocab = hparams["text_config"]["vocab_size"]
     if len(tokenizer) > vocab:
         new_vocab = int(math.ceil(len(tokenizer) / 64) * 64)
-        logger.warning("Embedding has %d rows, the tokenizer %d ids: padding to %d (mean rows)", vocab, len(tokenizer), new_vocab)
+        logger.warning(
+            "Embedding has %d rows, the tokenizer %d ids: padding to %d (mean rows)", vocab, len(tokenizer), new_vocab
+        )
         _pad_vocab(converted, new_vocab)
         hparams["text_config"]["vocab_size"] = new_vocab
     config = build_target_config(hparams, image_token_id, tokenizer)
@@ -721,9 +767,15 @@ def convert_checkpoint(input_dir, output_dir, vit=None, sam=None, projector=None
     save_model_folder(model, processor, output_dir, max_shard_size=max_shard_size)
 
     report.update(
-        output=str(output_dir), dtype=str(target_dtype).replace("torch.", ""), origins=sources.origins,
-        notes=sources.notes, image_token_id=image_token_id, vocab_size=config.text_config.vocab_size,
-        original_vocab_size=vocab, hparams=hparams, sources=sources,
+        output=str(output_dir),
+        dtype=str(target_dtype).replace("torch.", ""),
+        origins=sources.origins,
+        notes=sources.notes,
+        image_token_id=image_token_id,
+        vocab_size=config.text_config.vocab_size,
+        original_vocab_size=vocab,
+        hparams=hparams,
+        sources=sources,
     )
     return report
 
@@ -757,8 +809,14 @@ def synthetic_page(width: int = 640, height: int = 480, seed: int = 0):
 
 
 @torch.no_grad()
-def verify_conversion(output_dir, sources: OriginalSources, hparams: dict, verify_dtype: str = "fp32",
-                      max_new_tokens: int = 4, question: str = "Read all the text in the image.") -> dict:
+def verify_conversion(
+    output_dir,
+    sources: OriginalSources,
+    hparams: dict,
+    verify_dtype: str = "fp32",
+    max_new_tokens: int = 4,
+    question: str = "Read all the text in the image.",
+) -> dict:
     """Reload the converted folder, run it and the reference forward of the ORIGINAL layout (built from the original
     state dict) on the same inputs, and compare logits (image prompt + text-only prompt) and greedy tokens."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -769,8 +827,11 @@ def verify_conversion(output_dir, sources: OriginalSources, hparams: dict, verif
     model = AutoModelForImageTextToText.from_pretrained(output_dir, trust_remote_code=True, dtype=dtype).eval()
 
     ref_cfg = reference_lib.ReferenceConfig.from_original(
-        sources.qwen_config, sources.state_dict, vit_heads=hparams["vision_config"]["num_attention_heads"],
-        resampler_heads=hparams["resampler_num_heads"], projector_type=hparams["high_res_projector_type"],
+        sources.qwen_config,
+        sources.state_dict,
+        vit_heads=hparams["vision_config"]["num_attention_heads"],
+        resampler_heads=hparams["resampler_num_heads"],
+        projector_type=hparams["high_res_projector_type"],
     )
     with torch.device("meta"):
         reference = reference_lib.OriginalOcrMllmToy(ref_cfg)
@@ -800,8 +861,13 @@ def verify_conversion(output_dir, sources: OriginalSources, hparams: dict, verif
     theirs = reference(original_ids, pixel_values, high_res, ORIGINAL_IMAGE_TOKEN_INDEX).float()
     vocab = theirs.shape[-1]
     results["image_prompt"] = _compare(ours[..., :vocab], theirs)
-    ours_gen = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=None,
-                              pad_token_id=processor.tokenizer.pad_token_id)[0, inputs["input_ids"].shape[1]:]
+    ours_gen = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=processor.tokenizer.pad_token_id,
+    )[0, inputs["input_ids"].shape[1] :]
     theirs_gen = reference.greedy(original_ids, pixel_values, high_res, ORIGINAL_IMAGE_TOKEN_INDEX, max_new_tokens)[0]
     results["image_prompt"]["greedy_ours"] = ours_gen.tolist()
     results["image_prompt"]["greedy_original"] = theirs_gen.tolist()

@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+
 # The Python files a model folder made by this project carries (written next to the weights by save_pretrained)
 MODEL_CODE_FILES = (
     "configuration_ocr_mllm.py",
@@ -62,8 +63,9 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
     with open(path, "rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
-            raise FolderError(f"{path} is truncated or not a safetensors file (header of {header_len} bytes, file of "
-                              f"{size} bytes)")
+            raise FolderError(
+                f"{path} is truncated or not a safetensors file (header of {header_len} bytes, file of {size} bytes)"
+            )
         try:
             header = json.loads(f.read(header_len).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -80,8 +82,9 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
         end = max(end, offsets[1])
     expected = 8 + header_len + end
     if size < expected:
-        raise FolderError(f"{path} is truncated: {size} bytes, its header describes {expected} "
-                          f"(copy or download it again)")
+        raise FolderError(
+            f"{path} is truncated: {size} bytes, its header describes {expected} (copy or download it again)"
+        )
 
 
 def weight_files(folder: str | os.PathLike) -> list[Path]:

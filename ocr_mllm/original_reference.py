@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 ORIGINAL_IMAGE_TOKEN_INDEX = 150000  # ocr_mllm_toy/constants.py
 
 VIT_PREFIX = "transformer.vision_tower.vision_tower."
@@ -84,22 +85,43 @@ class ReferenceConfig:
     projector_type: str = "mlp2x_gelu"
 
     @classmethod
-    def from_original(cls, qwen_config: dict, state_dict: dict, vit_heads: int, resampler_heads: int,
-                      projector_type: str | None = None) -> "ReferenceConfig":
+    def from_original(
+        cls,
+        qwen_config: dict,
+        state_dict: dict,
+        vit_heads: int,
+        resampler_heads: int,
+        projector_type: str | None = None,
+    ) -> "ReferenceConfig":
         """Read the hyper-parameters of an original checkpoint: QWen fields from its config.json, the rest from the
         tensor shapes (the original hard-codes most of them). `vit_heads` comes from the ViT's config.json and
         `resampler_heads` is hard-coded in the original (40 = 5120 // 128): neither is visible in the weights."""
         sd = state_dict
         cfg = cls()
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_channels",
-                     "intermediate_size", "layer_norm_epsilon", "rotary_emb_base", "rotary_pct", "seq_length",
-                     "use_dynamic_ntk", "use_logn_attn"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "kv_channels",
+            "intermediate_size",
+            "layer_norm_epsilon",
+            "rotary_emb_base",
+            "rotary_pct",
+            "seq_length",
+            "use_dynamic_ntk",
+            "use_logn_attn",
+        ):
             if name in qwen_config:
                 setattr(cfg, name, type(getattr(cfg, name))(qwen_config[name]))
         cfg.intermediate_size = 2 * sd["transformer.h.0.mlp.w1.weight"].shape[0]
         conv1 = sd[VIT_PREFIX + "conv1.weight"]
         cfg.vit_width, cfg.vit_patch_size = conv1.shape[0], conv1.shape[-1]
-        cfg.vit_layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(re.escape(VIT_PREFIX) + r"transformer\.resblocks\.(\d+)\.", k)))
+        cfg.vit_layers = 1 + max(
+            int(m.group(1))
+            for k in sd
+            if (m := re.match(re.escape(VIT_PREFIX) + r"transformer\.resblocks\.(\d+)\.", k))
+        )
         cfg.vit_heads = vit_heads
         cfg.vit_mlp_size = sd[VIT_PREFIX + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
         cfg.vit_pos_grid = math.isqrt(sd[VIT_PREFIX + "positional_embedding"].shape[0])
@@ -109,7 +131,9 @@ class ReferenceConfig:
         cfg.sam_width, cfg.sam_patch_size = pe.shape[0], pe.shape[-1]
         grid = sd[SAM_PREFIX + "pos_embed"].shape[1]
         cfg.sam_image_size = grid * cfg.sam_patch_size
-        cfg.sam_depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(re.escape(SAM_PREFIX) + r"blocks\.(\d+)\.", k)))
+        cfg.sam_depth = 1 + max(
+            int(m.group(1)) for k in sd if (m := re.match(re.escape(SAM_PREFIX) + r"blocks\.(\d+)\.", k))
+        )
         head_dim = sd[SAM_PREFIX + "blocks.0.attn.rel_pos_h"].shape[1]
         cfg.sam_heads = cfg.sam_width // head_dim
         cfg.sam_mlp_dim = sd[SAM_PREFIX + "blocks.0.mlp.lin1.weight"].shape[0]
@@ -276,7 +300,13 @@ class VisualAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(d_model, eps=1e-6)
         self.attn = VisualAttention(d_model, n_head)
         self.mlp = nn.Sequential(
-            OrderedDict([("c_fc", nn.Linear(d_model, mlp_width)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(mlp_width, d_model))])
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(d_model, mlp_width)),
+                    ("gelu", nn.GELU()),
+                    ("c_proj", nn.Linear(mlp_width, d_model)),
+                ]
+            )
         )
 
     def forward(self, x):
@@ -397,7 +427,9 @@ def window_unpartition(windows, window_size, pad_hw, hw):
 def get_rel_pos(q_size, k_size, rel_pos):
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
     if rel_pos.shape[0] != max_rel_dist:
-        resized = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear")
+        resized = F.interpolate(
+            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear"
+        )
         resized = resized.reshape(-1, max_rel_dist).permute(1, 0)
     else:
         resized = rel_pos
@@ -492,8 +524,13 @@ class SamImageEncoderViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, cfg.sam_width))
         self.blocks = nn.ModuleList(
             [
-                SamBlock(cfg.sam_width, cfg.sam_heads, cfg.sam_mlp_dim,
-                         0 if i in cfg.sam_global_attn_indexes else cfg.sam_window_size, (grid, grid))
+                SamBlock(
+                    cfg.sam_width,
+                    cfg.sam_heads,
+                    cfg.sam_mlp_dim,
+                    0 if i in cfg.sam_global_attn_indexes else cfg.sam_window_size,
+                    (grid, grid),
+                )
                 for i in range(cfg.sam_depth)
             ]
         )
@@ -563,8 +600,9 @@ class OriginalOcrMllmToy(nn.Module):
         context_value = math.log(true_seq_len / self.cfg.seq_length, 2) + 1
         return max(2 ** math.ceil(context_value) - 1, 1)
 
-    def forward(self, input_ids, images=None, images_high=None, image_token_index=ORIGINAL_IMAGE_TOKEN_INDEX,
-                ntk_alpha=None):
+    def forward(
+        self, input_ids, images=None, images_high=None, image_token_index=ORIGINAL_IMAGE_TOKEN_INDEX, ntk_alpha=None
+    ):
         """input_ids: (B, L) with one `image_token_index` per image (LLaVA style); images (N, 3, H, W) and
         images_high (N, 3, H', W') in order of appearance. The expanded sequences must all have the same length
         (no padding). Returns logits (B, L', vocab)."""
@@ -587,15 +625,18 @@ class OriginalOcrMllmToy(nn.Module):
         L = x.shape[1]
         if ntk_alpha is None:
             ntk_alpha = self._ntk_alpha(L) if (self.cfg.use_dynamic_ntk and not self.training) else 1.0
-        rot_dim = self.cfg.kv_channels if self.cfg.rotary_pct == 1.0 else int(self.cfg.kv_channels * self.cfg.rotary_pct)
+        rot_dim = (
+            self.cfg.kv_channels if self.cfg.rotary_pct == 1.0 else int(self.cfg.kv_channels * self.cfg.rotary_pct)
+        )
         cos, sin = qwen_rotary_cos_sin(rot_dim, self.cfg.rotary_emb_base, L, ntk_alpha, device=x.device)
         for blk in t.h:
             x = blk(x, cos, sin)
         return self.lm_head(t.ln_f(x))
 
     @torch.no_grad()
-    def greedy(self, input_ids, images=None, images_high=None, image_token_index=ORIGINAL_IMAGE_TOKEN_INDEX,
-               max_new_tokens=5):
+    def greedy(
+        self, input_ids, images=None, images_high=None, image_token_index=ORIGINAL_IMAGE_TOKEN_INDEX, max_new_tokens=5
+    ):
         """Greedy decoding by full recomputation. Like the original, the NTK alpha of the prompt is kept during
         decoding (QWen caches `ntk_alpha_list` at prefill)."""
         ids = input_ids
@@ -616,12 +657,33 @@ class OriginalOcrMllmToy(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------------
 def tiny_reference_config(**overrides) -> ReferenceConfig:
     cfg = ReferenceConfig(
-        vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, kv_channels=16,
-        intermediate_size=2 * 96, seq_length=2048,
-        vit_width=32, vit_layers=2, vit_heads=4, vit_mlp_size=80, vit_patch_size=14, vit_image_size=56, vit_pos_grid=2,
-        resampler_grid=2, resampler_heads=4,
-        sam_width=32, sam_depth=2, sam_heads=2, sam_mlp_dim=64, sam_patch_size=16, sam_image_size=128,
-        sam_window_size=4, sam_global_attn_indexes=[1], sam_out_chans=16, sam_net2_chans=32, sam_net3_chans=64,
+        vocab_size=512,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        kv_channels=16,
+        intermediate_size=2 * 96,
+        seq_length=2048,
+        vit_width=32,
+        vit_layers=2,
+        vit_heads=4,
+        vit_mlp_size=80,
+        vit_patch_size=14,
+        vit_image_size=56,
+        vit_pos_grid=2,
+        resampler_grid=2,
+        resampler_heads=4,
+        sam_width=32,
+        sam_depth=2,
+        sam_heads=2,
+        sam_mlp_dim=64,
+        sam_patch_size=16,
+        sam_image_size=128,
+        sam_window_size=4,
+        sam_global_attn_indexes=[1],
+        sam_out_chans=16,
+        sam_net2_chans=32,
+        sam_net3_chans=64,
         projector_type="mlp2x_gelu",
     )
     for k, v in overrides.items():
@@ -682,8 +744,10 @@ def _save_safetensors_shards(state_dict, out_dir, num_shards):
     weight_map = {}
     for i, chunk in enumerate(chunks):
         name = f"model-{i + 1:05d}-of-{num_shards:05d}.safetensors"
-        save_file({k: state_dict[k].contiguous() for k in chunk}, os.path.join(out_dir, name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in chunk})
+        save_file(
+            {k: state_dict[k].contiguous() for k in chunk}, os.path.join(out_dir, name), metadata={"format": "pt"}
+        )
+        weight_map.update(dict.fromkeys(chunk, name))
     with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
 
@@ -693,7 +757,10 @@ def qwen_config_json(cfg: ReferenceConfig) -> dict:
     return {
         "architectures": ["OCR_MLLM_TOYQWenForCausalLM"],
         "model_type": "OCR_MLLM_TOY_Qwen",
-        "auto_map": {"AutoConfig": "configuration_qwen.QWenConfig", "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"},
+        "auto_map": {
+            "AutoConfig": "configuration_qwen.QWenConfig",
+            "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel",
+        },
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_hidden_layers,
@@ -714,7 +781,9 @@ def qwen_config_json(cfg: ReferenceConfig) -> dict:
         "emb_dropout_prob": 0.0,
         "attn_dropout_prob": 0.0,
         "initializer_range": 0.02,
-        "bf16": False, "fp16": True, "fp32": False,
+        "bf16": False,
+        "fp16": True,
+        "fp32": False,
         "tokenizer_class": "QWenTokenizer",
         "torch_dtype": "float16",
         "use_cache": True,
@@ -733,8 +802,14 @@ def qwen_config_json(cfg: ReferenceConfig) -> dict:
     }
 
 
-def build_tiny_original_checkpoint(root, cfg: ReferenceConfig | None = None, seed: int = 0, layout: str = "split",
-                                   weight_format: str = "bin", embed_key: str = "embed_tokens"):
+def build_tiny_original_checkpoint(
+    root,
+    cfg: ReferenceConfig | None = None,
+    seed: int = 0,
+    layout: str = "split",
+    weight_format: str = "bin",
+    embed_key: str = "embed_tokens",
+):
     """Write a tiny random checkpoint in the original layout under `root` and return (model, paths).
 
     layout "split" (the released form): `root/ckpt/` holds the LLM shards + index, config.json, qwen.tiktoken,
@@ -756,8 +831,17 @@ def build_tiny_original_checkpoint(root, cfg: ReferenceConfig | None = None, see
     with open(os.path.join(ckpt, "config.json"), "w") as f:
         json.dump(qwen_config_json(cfg), f, indent=2)
     with open(os.path.join(ckpt, "generation_config.json"), "w") as f:
-        json.dump({"chat_format": "chatml", "eos_token_id": n_ranks, "pad_token_id": n_ranks,
-                   "stop_words_ids": [[n_ranks]], "max_new_tokens": 512, "do_sample": False}, f)
+        json.dump(
+            {
+                "chat_format": "chatml",
+                "eos_token_id": n_ranks,
+                "pad_token_id": n_ranks,
+                "stop_words_ids": [[n_ranks]],
+                "max_new_tokens": 512,
+                "do_sample": False,
+            },
+            f,
+        )
 
     vit_keys = {k for k in sd if k.startswith(VIT_PREFIX)}
     sam_keys = {k for k in sd if k.startswith(SAM_PREFIX)}
@@ -776,19 +860,37 @@ def build_tiny_original_checkpoint(root, cfg: ReferenceConfig | None = None, see
         torch.save({k: sd[k] for k in proj_keys}, os.path.join(ckpt, "mm_projector.bin"))
         vit_dir = os.path.join(root, "qwen_vit_448")
         os.makedirs(vit_dir, exist_ok=True)
-        torch.save({k[len(VIT_PREFIX):]: sd[k] for k in vit_keys}, os.path.join(vit_dir, "pytorch_model.bin"))
+        torch.save({k[len(VIT_PREFIX) :]: sd[k] for k in vit_keys}, os.path.join(vit_dir, "pytorch_model.bin"))
         with open(os.path.join(vit_dir, "config.json"), "w") as f:
-            json.dump({"vision_config": {"hidden_size": cfg.vit_width, "num_hidden_layers": cfg.vit_layers,
-                                         "num_attention_heads": cfg.vit_heads, "intermediate_size": cfg.vit_mlp_size,
-                                         "patch_size": cfg.vit_patch_size, "image_size": cfg.vit_image_size}}, f)
+            json.dump(
+                {
+                    "vision_config": {
+                        "hidden_size": cfg.vit_width,
+                        "num_hidden_layers": cfg.vit_layers,
+                        "num_attention_heads": cfg.vit_heads,
+                        "intermediate_size": cfg.vit_mlp_size,
+                        "patch_size": cfg.vit_patch_size,
+                        "image_size": cfg.vit_image_size,
+                    }
+                },
+                f,
+            )
         with open(os.path.join(vit_dir, "preprocessor_config.json"), "w") as f:
-            json.dump({"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": cfg.vit_image_size},
-                       "crop_size": {"height": cfg.vit_image_size, "width": cfg.vit_image_size},
-                       "do_resize": True, "do_center_crop": True, "resample": 3,
-                       "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                       "image_std": [0.26862954, 0.26130258, 0.27577711]}, f)
+            json.dump(
+                {
+                    "image_processor_type": "CLIPImageProcessor",
+                    "size": {"shortest_edge": cfg.vit_image_size},
+                    "crop_size": {"height": cfg.vit_image_size, "width": cfg.vit_image_size},
+                    "do_resize": True,
+                    "do_center_crop": True,
+                    "resample": 3,
+                    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                    "image_std": [0.26862954, 0.26130258, 0.27577711],
+                },
+                f,
+            )
         sam_path = os.path.join(root, "vision_tower_high.bin")
-        torch.save({k[len(SAM_PREFIX):]: sd[k] for k in sam_keys}, sam_path)
+        torch.save({k[len(SAM_PREFIX) :]: sd[k] for k in sam_keys}, sam_path)
         paths.update(vit=vit_dir, sam=sam_path, projector=os.path.join(ckpt, "mm_projector.bin"))
 
     if weight_format == "safetensors":

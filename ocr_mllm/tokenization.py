@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerFast
 
 from processing_ocr_mllm import CHAT_TEMPLATE
 
+
 ENDOFTEXT, IM_START, IM_END, IMAGE_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, IMAGE_TOKEN]
 
@@ -30,7 +31,9 @@ def wrap_tokenizer(tokenizer_object: Tokenizer, model_max_length: int = 32768) -
     return tokenizer
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE (any text encodes, Chinese included) trained on `texts`; specials get ids 0..3."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

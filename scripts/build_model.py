@@ -10,18 +10,17 @@ code files) that loads with `AutoModelForImageTextToText.from_pretrained(DIR, tr
 import argparse
 import logging
 
-
-
 from ocr_mllm.building import PRESETS, build_from_parts, build_tiny_folder
 from ocr_mllm.inference.loading import DTYPE_ALIASES as DTYPES
-
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="folder to write")
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS), help="size preset (random weights)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder to use with --preset (default: a small BPE)")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder to use with --preset (default: a small BPE)"
+    )
     parser.add_argument("--text-model", help="causal LM (Hub id or folder), e.g. Qwen/Qwen2.5-7B-Instruct")
     parser.add_argument("--vision-model", help="CLIP / SigLIP vision checkpoint for the low-res view")
     parser.add_argument("--high-res-model", help="SAM or GOT-OCR2 checkpoint for the high-res view")

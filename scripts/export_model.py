@@ -25,8 +25,11 @@ def load_with_current_code(source: str) -> tuple[OcrMllmForConditionalGeneration
     """The folder's weights, tokenizer and processor settings through this repository's classes (its .py files are
     neither run nor copied)."""
     settings = read_json_file(Path(source) / "processor_config.json")
-    image_settings = {key: value for key, value in settings["image_processor"].items()
-                      if key not in ("image_processor_type", "auto_map", "_processor_class")}
+    image_settings = {
+        key: value
+        for key, value in settings["image_processor"].items()
+        if key not in ("image_processor_type", "auto_map", "_processor_class")
+    }
     processor = OcrMllmProcessor(
         image_processor=OcrMllmImageProcessor(**image_settings),
         tokenizer=AutoTokenizer.from_pretrained(source),

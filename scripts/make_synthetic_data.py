@@ -11,8 +11,8 @@ Example (easy data for the CPU quickstart):
 
 import sys
 
-
 from ocr_mllm.data.synthetic import main
+
 
 if __name__ == "__main__":
     sys.exit(main())

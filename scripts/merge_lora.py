@@ -12,9 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-
 from ocr_mllm.inference.loading import DTYPE_ALIASES as DTYPES
-
 
 
 def merge(adapter: str, output: str, base: str | None = None, dtype: str = "float32") -> Path:
@@ -45,7 +43,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", required=True, help="adapter folder written by train_sft.py --use_peft")
     parser.add_argument("--output", required=True, help="folder for the merged model")
-    parser.add_argument("--base", default=None, help="base model folder (default: the adapter's base_model_name_or_path)")
+    parser.add_argument(
+        "--base", default=None, help="base model folder (default: the adapter's base_model_name_or_path)"
+    )
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     args = parser.parse_args(argv)
     folder = merge(args.adapter, args.output, args.base, args.dtype)

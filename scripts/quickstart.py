@@ -1,18 +1,18 @@
 #!/usr/bin/env python
 """Train a line reader from random weights on synthetic text lines, on the CPU, and measure how well it reads.
 
-    synthetic lines (en ≤ 40 characters with numbers, prices, dates and codes; zh-Hans / zh-Hant ≤ 12 characters;
-        held-out words never seen in training; one question for every script, English or Chinese at random)
-    → a character-level tokenizer trained on that corpus (one token per character)
-    → a line-reader preset with random weights (conv stem → SAM blocks → [2, 1] convs → one row of column tokens →
-      projector, with an auxiliary CTC head on the columns; ViT → Resampler → 4 tokens; a small Qwen2 LLM)
-    → one stage, everything trainable, TRL SFTTrainer + our collator, warm-up then cosine decay over wall-clock time
-    → exact match and CER per language on held-out lines, read from the LLM's generated answers (what users get),
-      the CTC head's own reading beside them, and the same with the question in Chinese; one streamed answer
+synthetic lines (en ≤ 40 characters with numbers, prices, dates and codes; zh-Hans / zh-Hant ≤ 12 characters;
+    held-out words never seen in training; one question for every script, English or Chinese at random)
+→ a character-level tokenizer trained on that corpus (one token per character)
+→ a line-reader preset with random weights (conv stem → SAM blocks → [2, 1] convs → one row of column tokens →
+  projector, with an auxiliary CTC head on the columns; ViT → Resampler → 4 tokens; a small Qwen2 LLM)
+→ one stage, everything trainable, TRL SFTTrainer + our collator, warm-up then cosine decay over wall-clock time
+→ exact match and CER per language on held-out lines, read from the LLM's generated answers (what users get),
+  the CTC head's own reading beside them, and the same with the question in Chinese; one streamed answer
 
-    python scripts/quickstart.py --output out/quickstart                  # 15 minutes on 2 idle CPU cores, all included
-    python scripts/quickstart.py --output out/qs-60 --minutes 60          # the curve keeps falling
-    python scripts/quickstart.py --preset reader-mini --device cuda ...   # the recipe of models/reader-mini
+python scripts/quickstart.py --output out/quickstart                  # 15 minutes on 2 idle CPU cores, all included
+python scripts/quickstart.py --output out/qs-60 --minutes 60          # the curve keeps falling
+python scripts/quickstart.py --preset reader-mini --device cuda ...   # the recipe of models/reader-mini
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
 
 LANGUAGES = ("en", "zh-Hans", "zh-Hant")
 QUESTIONS = {"en": "Read all the text in the image.", "zh": "请读出图中的所有文字。"}
@@ -82,10 +84,13 @@ def read_samples(device: str) -> list[dict]:
     images = sorted(SAMPLES.glob("*.png"))
     conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS["en"]}]}]
     with torch.inference_mode():
-        answers = generate_batch(model, processor, [conversation] * len(images), [[str(p)] for p in images],
-                                 max_new_tokens=96)
-    print(f"\nThe built-in reader ({Path(DEFAULT_MODEL).name}) reads the sample lines in {SAMPLES} "
-          f"({time.perf_counter() - start:.1f} s, loading included):")
+        answers = generate_batch(
+            model, processor, [conversation] * len(images), [[str(p)] for p in images], max_new_tokens=96
+        )
+    print(
+        f"\nThe built-in reader ({Path(DEFAULT_MODEL).name}) reads the sample lines in {SAMPLES} "
+        f"({time.perf_counter() - start:.1f} s, loading included):"
+    )
     for image, answer in zip(images, answers):
         print(f"  {image.name:<24} → {answer}")
     print("Your own images: python cli.py --image IMAGE   (or infer.py for a folder, app.py for a browser demo)\n")
@@ -102,9 +107,17 @@ def make_data(out: Path, args, num_samples: int) -> Path:
     from ocr_mllm.data import GeneratorConfig, generate_dataset
 
     config = GeneratorConfig(
-        num_samples=num_samples, languages=LANGUAGES, tasks=("line",), seed=args.seed,
-        heldout_fraction=args.eval_samples / num_samples, max_chars=args.max_chars, max_chars_cjk=args.max_chars_cjk,
-        augment=args.augment, prompts="blind", fonts=args.fonts, cjk_characters=args.cjk_characters or None,
+        num_samples=num_samples,
+        languages=LANGUAGES,
+        tasks=("line",),
+        seed=args.seed,
+        heldout_fraction=args.eval_samples / num_samples,
+        max_chars=args.max_chars,
+        max_chars_cjk=args.max_chars_cjk,
+        augment=args.augment,
+        prompts="blind",
+        fonts=args.fonts,
+        cjk_characters=args.cjk_characters or None,
     )
     meta = out / "meta.json"
     if meta.exists() and json.loads(meta.read_text()).get("config") == json.loads(json.dumps(asdict(config))):
@@ -147,12 +160,25 @@ def evaluate(model_dir: Path, records: list[dict], data_dir: Path, question: str
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         with torch.inference_mode():
             predictions = generate_batch(model, processor, [conversation] * len(chunk), images, max_new_tokens=96)
-            llm_alone = (generate_batch(model, processor, [conversation] * len(chunk), images, max_new_tokens=96,
-                                        ctc_decoding_weight=0.0) if joint else predictions)
+            llm_alone = (
+                generate_batch(
+                    model, processor, [conversation] * len(chunk), images, max_new_tokens=96, ctc_decoding_weight=0.0
+                )
+                if joint
+                else predictions
+            )
             ctc = ctc_readings(model, processor, [image[0] for image in images])
         for record, prediction, llm, ctc_prediction in zip(chunk, predictions, llm_alone, ctc):
-            rows.append({"id": record["id"], "language": record["language"], "reference": record["text"],
-                         "prediction": prediction, "llm_prediction": llm, "ctc_prediction": ctc_prediction})
+            rows.append(
+                {
+                    "id": record["id"],
+                    "language": record["language"],
+                    "reference": record["text"],
+                    "prediction": prediction,
+                    "llm_prediction": llm,
+                    "ctc_prediction": ctc_prediction,
+                }
+            )
     groups = rows_by_language(rows, LANGUAGES)
     tables = {
         name: {language: reading_scores((r[key], r["reference"]) for r in group) for language, group in groups.items()}
@@ -193,23 +219,49 @@ def train(model_path: Path, output: Path, dataset, args, seconds: float):
 
     on_gpu = args.device == "cuda"
     training_args = SftConfig(
-        output_dir=str(output), max_steps=args.steps or 1_000_000, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=args.warmup_steps, weight_decay=0.01,
-        max_length=256, logging_steps=50, report_to=["tensorboard"], seed=args.seed, data_seed=args.seed,
-        use_cpu=not on_gpu, bf16=on_gpu, disable_tqdm=True,
-        dataloader_num_workers=args.dataloader_workers, dataloader_persistent_workers=args.dataloader_workers > 0,
+        output_dir=str(output),
+        max_steps=args.steps or 1_000_000,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=args.warmup_steps,
+        weight_decay=0.01,
+        max_length=256,
+        logging_steps=50,
+        report_to=["tensorboard"],
+        seed=args.seed,
+        data_seed=args.seed,
+        use_cpu=not on_gpu,
+        bf16=on_gpu,
+        disable_tqdm=True,
+        dataloader_num_workers=args.dataloader_workers,
+        dataloader_persistent_workers=args.dataloader_workers > 0,
         # resumable: an interrupted run continues with --resume (checkpoints every --save-minutes)
-        save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500, save_total_limit=2,
+        save_strategy="steps" if args.save_steps else "no",
+        save_steps=args.save_steps or 500,
+        save_total_limit=2,
         resume_from_checkpoint="last" if args.resume else None,
     )
     # float32 weights (bf16 autocast on a GPU): a model trained from scratch at lr 1e-3 loses too much in bf16 weights
-    model_args = ModelArguments(model_name_or_path=str(model_path), dtype="float32", train_downsampler=True,
-                                unfreeze_vision_tower=True, unfreeze_high_res_vision_tower=True)
-    budget = TimeBudgetCallback(None if args.steps else seconds, time_schedule=not args.steps,
-                                warmup_steps=args.warmup_steps)
+    model_args = ModelArguments(
+        model_name_or_path=str(model_path),
+        dtype="float32",
+        train_downsampler=True,
+        unfreeze_vision_tower=True,
+        unfreeze_high_res_vision_tower=True,
+    )
+    budget = TimeBudgetCallback(
+        None if args.steps else seconds, time_schedule=not args.steps, warmup_steps=args.warmup_steps
+    )
     start = time.perf_counter()
-    result = run_stage("sft", model_args, DataArguments(filter_long_records=False), training_args,
-                       train_dataset=dataset, callbacks=[budget])
+    result = run_stage(
+        "sft",
+        model_args,
+        DataArguments(filter_long_records=False),
+        training_args,
+        train_dataset=dataset,
+        callbacks=[budget],
+    )
     elapsed = time.perf_counter() - start
     losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
     if losses:
@@ -234,13 +286,21 @@ def stream_one(model_dir: Path, record: dict, data_dir: Path, device: str) -> st
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="out/quickstart", help="output folder")
-    parser.add_argument("--minutes", type=float, default=15.0,
-                        help="wall-clock budget for everything (data, training, evaluation); training gets what the "
-                             "data and a reserve for evaluation leave")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=15.0,
+        help="wall-clock budget for everything (data, training, evaluation); training gets what the "
+        "data and a reserve for evaluation leave",
+    )
     parser.add_argument("--preset", default="quickstart", choices=["quickstart", "reader-mini"])
     parser.add_argument("--steps", type=int, default=None, help="train this many steps instead of a time budget")
-    parser.add_argument("--num-samples", type=int, default=None,
-                        help="synthetic lines, train + held-out (default: 850 per budget minute, at most 60,000)")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="synthetic lines, train + held-out (default: 850 per budget minute, at most 60,000)",
+    )
     parser.add_argument("--eval-samples", type=int, default=300, help="held-out lines (balanced over languages)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -249,10 +309,18 @@ def parse_args(argv=None):
     parser.add_argument("--max-chars", type=int, default=40, help="longest English line (characters)")
     parser.add_argument("--max-chars-cjk", type=int, default=12, help="longest Chinese line (characters)")
     parser.add_argument("--augment", default="light", choices=["none", "light", "full"])
-    parser.add_argument("--cjk-characters", type=int, default=300,
-                        help="Chinese lines use the N most frequent characters (0: every common character)")
-    parser.add_argument("--fonts", default="all", choices=["all", "seen", "unseen"],
-                        help="font families to render with (seen: leave the benchmark's unseen families out)")
+    parser.add_argument(
+        "--cjk-characters",
+        type=int,
+        default=300,
+        help="Chinese lines use the N most frequent characters (0: every common character)",
+    )
+    parser.add_argument(
+        "--fonts",
+        default="all",
+        choices=["all", "seen", "unseen"],
+        help="font families to render with (seen: leave the benchmark's unseen families out)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dataloader-workers", type=int, default=0)
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: no checkpoints)")
@@ -272,8 +340,10 @@ def main(argv=None):
     print(f"[machine] {os.cpu_count()} cores, {threads} torch thread(s), device {args.device}")
     torch.manual_seed(args.seed)
     samples = read_samples(args.device)
-    print("Now a reader trained from random weights, by the same recipe, in a budget of "
-          f"{args.minutes:g} minutes (data, training and evaluation):")
+    print(
+        "Now a reader trained from random weights, by the same recipe, in a budget of "
+        f"{args.minutes:g} minutes (data, training and evaluation):"
+    )
     t_start = time.perf_counter()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -307,8 +377,10 @@ def main(argv=None):
     quota = max(1, args.eval_samples // len(LANGUAGES))
     eval_records = [r for language in LANGUAGES for r in per_language[language][:quota]]
     tables, rows = evaluate(output / "model", eval_records, data_dir, QUESTIONS["en"], args.device)
-    print(f"\nHeld-out lines, question {QUESTIONS['en']!r} (generated answers; the LLM alone and the CTC head "
-          "alone beside):\n" + format_table(tables))
+    print(
+        f"\nHeld-out lines, question {QUESTIONS['en']!r} (generated answers; the LLM alone and the CTC head "
+        "alone beside):\n" + format_table(tables)
+    )
     zh_tables, _ = evaluate(output / "model", eval_records, data_dir, QUESTIONS["zh"], args.device)
     print(f"\nThe same lines, question {QUESTIONS['zh']!r}:\n" + format_table(zh_tables))
     for row in rows[:: max(1, len(rows) // 6)][:6]:
@@ -318,16 +390,23 @@ def main(argv=None):
 
     timings["total_s"] = time.perf_counter() - t_start
     results = {
-        "table": tables["generated"], "llm_table": tables["llm"], "ctc_table": tables["ctc"],
+        "table": tables["generated"],
+        "llm_table": tables["llm"],
+        "ctc_table": tables["ctc"],
         "table_chinese_question": zh_tables["generated"],
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "steps": result.global_step,
         "samples_per_second": round(result.global_step * args.batch_size / max(1e-9, timings["train_s"]), 1),
         "settings": vars(args) | {"num_samples": num_samples, "vocab_size_actual": len(tokenizer)},
         "final_loss": [e["loss"] for e in result.log_history if "loss" in e][-1:],
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        },
         "model_dir": str(output / "model"),
         "streamed_answer": streamed,
         "built_in_reader_on_samples": samples,
@@ -336,8 +415,10 @@ def main(argv=None):
     with open(output / "predictions.jsonl", "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"\nTotal {timings['total_s'] / 60:.1f} min ({results['samples_per_second']} samples/s in training); "
-          f"results in {output / 'results.json'}, model in {output / 'model'}")
+    print(
+        f"\nTotal {timings['total_s'] / 60:.1f} min ({results['samples_per_second']} samples/s in training); "
+        f"results in {output / 'results.json'}, model in {output / 'model'}"
+    )
     return results
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+
 WORDS = ("cat", "dog", "sun", "map", "red", "box", "pen", "cup")
 QUESTION = "Read all the text in the image."
 
@@ -48,8 +49,10 @@ def train_reading_model(folder: Path, images: list[Path], max_steps: int = 400) 
     model, processor = load_model_and_processor(str(base), device="cpu", dtype="float32")
     collator = OcrMllmDataCollator(processor, template="chat", max_length=128)
     records = [
-        {"messages": [{"role": "user", "content": f"<image>\n{QUESTION}"}, {"role": "assistant", "content": word}],
-         "images": [str(path)]}
+        {
+            "messages": [{"role": "user", "content": f"<image>\n{QUESTION}"}, {"role": "assistant", "content": word}],
+            "images": [str(path)],
+        }
         for word, path in zip(WORDS, images)
     ]
     batch = collator(records)
@@ -63,8 +66,9 @@ def train_reading_model(folder: Path, images: list[Path], max_steps: int = 400) 
         if step % 25 == 0:
             model.eval()
             with torch.inference_mode():
-                answers = generate_batch(model, processor, [conversation()] * len(images), [[p] for p in images],
-                                         max_new_tokens=8)
+                answers = generate_batch(
+                    model, processor, [conversation()] * len(images), [[p] for p in images], max_new_tokens=8
+                )
             if answers == list(WORDS):
                 break
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+
 WORDS = ["cat", "sun", "map", "red", "box", "pen", "cup", "owl"]
 
 
@@ -25,10 +26,20 @@ def render_word(word: str, size=(128, 128)) -> Image.Image:
 
 def record(word: str, image=None, question: str = "Read the text.") -> dict:
     if image is None:
-        return {"messages": [{"role": "user", "content": [{"type": "text", "text": f"Say {word}."}]},
-                             {"role": "assistant", "content": [{"type": "text", "text": word}]}], "images": []}
-    return {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
-                         {"role": "assistant", "content": [{"type": "text", "text": word}]}], "images": [image]}
+        return {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": f"Say {word}."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": word}]},
+            ],
+            "images": [],
+        }
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": word}]},
+        ],
+        "images": [image],
+    }
 
 
 def write_jsonl(folder: Path, words=WORDS, text_only_every: int = 0) -> Path:

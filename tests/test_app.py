@@ -7,24 +7,28 @@ import os
 import re
 import shutil
 import socket
-import sys
 import time
 
 import pytest
 
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import app  # noqa: E402
 from ocr_mllm.inference import generate_batch, load_model_and_processor  # noqa: E402
 from ocr_mllm.inference._testing import REPO_ROOT, single_thread  # noqa: E402
 
-if str(REPO_ROOT) not in sys.path:  # the top-level scripts, also when pytest runs from elsewhere
-    sys.path.insert(0, str(REPO_ROOT))
-import app  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 IMAGE = str(REPO_ROOT / "examples" / "images" / "receipt_en.png")
 QUESTION = "What text is in the image?"
@@ -63,8 +67,9 @@ def _free_port():
 def server(model_and_processor):
     model, processor = model_and_processor
     demo = app.build_demo(model, processor, defaults={"max_new_tokens": MAX_NEW}, concurrency_limit=2)
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, ssr_mode=False,
-                quiet=True)
+    demo.launch(
+        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, ssr_mode=False, quiet=True
+    )
     try:
         yield demo.local_url
     finally:

@@ -24,7 +24,9 @@ def image_payload(results_dir):
 
 
 def test_image_processing_quick(results_dir, image_payload):
-    assert (results_dir / "image_processing.json").exists() and (results_dir / "image_processing.png").stat().st_size > 0
+    assert (results_dir / "image_processing.json").exists() and (
+        results_dir / "image_processing.png"
+    ).stat().st_size > 0
     for name in ("a4_scan", "strip"):
         entry = image_payload["results"][name]
         for case in ("ours", "ours_pad", "ours_tiled", "deepseek", "got", "got_tiled", "before"):
@@ -50,8 +52,9 @@ def test_pil_backend_reproduces_the_processor_before_exactly(kwargs):
         Image.new("RGB", (1, 1), (9, 99, 199)),
     ]
     processor = OcrMllmImageProcessor(size=28, high_res_size=64, resize_backend="pil", **kwargs)
-    before = image_processing.before_processor(processor, pad_to_square=kwargs.get("pad_to_square", False),
-                                               do_tiling=kwargs.get("do_tiling", False))
+    before = image_processing.before_processor(
+        processor, pad_to_square=kwargs.get("pad_to_square", False), do_tiling=kwargs.get("do_tiling", False)
+    )
     for image in images:
         new, old = processor(image), before(image)
         np.testing.assert_array_equal(new["pixel_values"], old["pixel_values"].numpy())
@@ -59,8 +62,9 @@ def test_pil_backend_reproduces_the_processor_before_exactly(kwargs):
 
 
 def test_model_speed_quick(results_dir):
-    payload = model_speed.main(["--quick", "--output-dir", str(results_dir), "--dtypes", "fp32", "--threads", "1",
-                                "--bandwidth-mib", "16"])
+    payload = model_speed.main(
+        ["--quick", "--output-dir", str(results_dir), "--dtypes", "fp32", "--threads", "1", "--bandwidth-mib", "16"]
+    )
     assert (results_dir / "model_speed.png").stat().st_size > 0
     run = payload["runs"][0]
     for name in ("ours", "deepseek"):
@@ -73,8 +77,19 @@ def test_model_speed_quick(results_dir):
 
 def test_ocr_quality_quick(results_dir, tiny_model_dir):
     engines = ["reader-mini"] + (["tesseract"] if shutil.which("tesseract") else [])
-    payload = ocr_quality.main(["--quick", "--output-dir", str(results_dir), "--threads", "1",
-                                "--model", f"reader-mini={tiny_model_dir}", "--engines", *engines])
+    payload = ocr_quality.main(
+        [
+            "--quick",
+            "--output-dir",
+            str(results_dir),
+            "--threads",
+            "1",
+            "--model",
+            f"reader-mini={tiny_model_dir}",
+            "--engines",
+            *engines,
+        ]
+    )
     assert (results_dir / "ocr_quality.png").stat().st_size > 0
     assert (results_dir / "ocr_heldout" / "seen" / "heldout.json").exists()  # generated lines, cached with the results
     ours = payload["results_by_fonts"]["reader-mini"]  # a tiny random model: the path runs, quality is not the point
@@ -119,8 +134,10 @@ def test_edit_distance_and_normalisation():
 
 
 def test_summary_and_docs_block(results_dir, image_payload, tmp_path):
-    steps = [{"name": "image_processing", "status": "ok", "seconds": 1.0, "peak_rss_mib": 100.0},
-             {"name": "train_throughput", "status": "missing", "message": "bench/train_throughput.py not found"}]
+    steps = [
+        {"name": "image_processing", "status": "ok", "seconds": 1.0, "peak_rss_mib": 100.0},
+        {"name": "train_throughput", "status": "missing", "message": "bench/train_throughput.py not found"},
+    ]
     from bench.common import machine_info
 
     markdown = run_all.summary_markdown(results_dir, steps, machine_info(), "now", 0.0)
@@ -136,8 +153,20 @@ def test_summary_and_docs_block(results_dir, image_payload, tmp_path):
 
 def test_run_all_runs_steps_as_processes(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run_all", "--quick", "--only", "image_processing", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240, cwd=run_all.REPO,
+        [
+            sys.executable,
+            "-m",
+            "bench.run_all",
+            "--quick",
+            "--only",
+            "image_processing",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=run_all.REPO,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -150,5 +179,7 @@ def test_run_all_tolerates_a_missing_peer_script(monkeypatch, tmp_path):
     monkeypatch.setitem(run_all.PEERS, "train_throughput", ("bench/does_not_exist.py", "training throughput"))
     args = run_all.argparse.Namespace(only=["train_throughput"], skip=[], quick=True, device="cpu")
     steps = run_all.build_steps(args, tmp_path)
-    assert steps == [{"name": "train_throughput", "missing": "bench/does_not_exist.py not found (training throughput); skipped"}]
+    assert steps == [
+        {"name": "train_throughput", "missing": "bench/does_not_exist.py not found (training throughput); skipped"}
+    ]
     assert run_all.run_step(steps[0], tmp_path, 10)["status"] == "missing"

@@ -6,12 +6,10 @@ import sys
 
 import pytest
 
+import cli  # noqa: E402
 from ocr_mllm.inference import ChatSession, generate_batch, load_model_and_processor
 from ocr_mllm.inference._testing import REPO_ROOT, single_thread, subprocess_env
 
-if str(REPO_ROOT) not in sys.path:  # the top-level scripts, also when pytest runs from elsewhere
-    sys.path.insert(0, str(REPO_ROOT))
-import cli  # noqa: E402
 
 IMAGE = str(REPO_ROOT / "examples" / "images" / "receipt_en.png")
 OPTS = {"max_new_tokens": 10, "no_repeat_ngram_size": 20}
@@ -30,15 +28,34 @@ def model_and_processor(tiny_model_dir):
 
 def _expected(model, processor, question, image=IMAGE):
     content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": question}]
-    return generate_batch(model, processor, [[{"role": "user", "content": content}]], [[image] if image else []], **OPTS)[0]
+    return generate_batch(
+        model, processor, [[{"role": "user", "content": content}]], [[image] if image else []], **OPTS
+    )[0]
 
 
 def test_query_streams_one_answer(tiny_model_dir, model_and_processor):
     question = "What text is in the image?"
     proc = subprocess.Popen(
-        [sys.executable, "cli.py", "--model", str(tiny_model_dir), "--image", IMAGE, "--query", question,
-         "--max-new-tokens", "10", "--device", "cpu", "--dtype", "fp32"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(),
+        [
+            sys.executable,
+            "cli.py",
+            "--model",
+            str(tiny_model_dir),
+            "--image",
+            IMAGE,
+            "--query",
+            question,
+            "--max-new-tokens",
+            "10",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=subprocess_env(),
     )
     # read stdout as it comes: the answer arrives in pieces, not as one block at exit
     reads = []
@@ -74,8 +91,20 @@ def test_stream_answer_writes_chunks(model_and_processor):
 def test_interactive_commands(model_and_processor, monkeypatch, capsys):
     model, processor = model_and_processor
     chat = ChatSession(model, processor)  # text-only until /image
-    lines = iter(["hello", "/image " + IMAGE, "What text is in the image?", "and then?", "/history", "/reset",
-                  "/image /no/such/file.png", "/bogus", "/exit", "never read"])
+    lines = iter(
+        [
+            "hello",
+            "/image " + IMAGE,
+            "What text is in the image?",
+            "and then?",
+            "/history",
+            "/reset",
+            "/image /no/such/file.png",
+            "/bogus",
+            "/exit",
+            "never read",
+        ]
+    )
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     cli.interactive(chat, OPTS)
     out = capsys.readouterr().out

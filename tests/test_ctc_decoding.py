@@ -15,8 +15,14 @@ def _exact_log_prob(log_probs: torch.Tensor, labels: list[int]) -> torch.Tensor:
     blank = log_probs.shape[-1] - 1
     if not labels:
         return log_probs[:, blank].sum()
-    return -F.ctc_loss(log_probs[:, None], torch.tensor([labels]), torch.tensor([log_probs.shape[0]]),
-                       torch.tensor([len(labels)]), blank=blank, reduction="sum")
+    return -F.ctc_loss(
+        log_probs[:, None],
+        torch.tensor([labels]),
+        torch.tensor([log_probs.shape[0]]),
+        torch.tensor([len(labels)]),
+        blank=blank,
+        reduction="sum",
+    )
 
 
 def test_prefix_scores_are_ctc_probabilities():
@@ -87,8 +93,14 @@ def test_generate_with_joint_decoding_batch_equals_one_by_one(reading_model):
 
     def answers(paths, weight):
         with torch.inference_mode():
-            return generate_batch(model, processor, [conversation()] * len(paths), [[p] for p in paths],
-                                  max_new_tokens=6, ctc_decoding_weight=weight)
+            return generate_batch(
+                model,
+                processor,
+                [conversation()] * len(paths),
+                [[p] for p in paths],
+                max_new_tokens=6,
+                ctc_decoding_weight=weight,
+            )
 
     assert answers(images, 0.3) == [answers([path], 0.3)[0] for path in images]
     assert answers(images, 0.0) == words  # λ = 0: the LLM alone, which reads these

@@ -68,11 +68,20 @@ GOOD = [
 
 EXPECTED_MESSAGES = {
     "single": [
-        {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "Read all the text in the image."}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "text": None}, {"type": "text", "text": "Read all the text in the image."}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "HELLO"}]},
     ],
     "llava_suffix_multiturn": [
-        {"role": "user", "content": [{"type": "text", "text": "Examine the image closely and share its details"}, {"type": "image", "text": None}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Examine the image closely and share its details"},
+                {"type": "image", "text": None},
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "A green square."}]},
         {"role": "user", "content": [{"type": "text", "text": "What colour is it?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Green."}]},
@@ -83,7 +92,14 @@ EXPECTED_MESSAGES = {
         {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
     ],
     "two_images": [
-        {"role": "user", "content": [{"type": "image", "text": None}, {"type": "image", "text": None}, {"type": "text", "text": "Compare them."}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "text": None},
+                {"type": "image", "text": None},
+                {"type": "text", "text": "Compare them."},
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "Red vs green."}]},
     ],
 }
@@ -93,29 +109,97 @@ BAD = [
     ({"id": "no_file", "image": "imgs/missing.png", "conversations": GOOD[0]["conversations"]}, L.MISSING_IMAGE),
     ({"id": "corrupt", "image": "imgs/corrupt.png", "conversations": GOOD[0]["conversations"]}, L.CORRUPT_IMAGE),
     ({"id": "truncated", "image": "imgs/truncated.png", "conversations": GOOD[0]["conversations"]}, L.CORRUPT_IMAGE),
-    ({"id": "two_tokens_one_image", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "<image>\n<image>\nRead."}, {"from": "gpt", "value": "x"}]}, L.IMAGE_COUNT_MISMATCH),
-    ({"id": "image_no_token", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "Read."}, {"from": "gpt", "value": "x"}]}, L.IMAGE_COUNT_MISMATCH),
-    ({"id": "token_no_image", "conversations": [
-        {"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "x"}]}, L.IMAGE_COUNT_MISMATCH),
-    ({"id": "token_in_answer", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "<image>"}]}, L.IMAGE_COUNT_MISMATCH),
-    ({"id": "empty_answer", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "   "}]}, L.EMPTY_TURN),
-    ({"id": "gpt_first", "image": "imgs/a.png", "conversations": [
-        {"from": "gpt", "value": "x"}, {"from": "human", "value": "<image>\nRead."}]}, L.WRONG_ROLE_ORDER),
-    ({"id": "two_humans", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "<image>\nRead."}, {"from": "human", "value": "Now!"}, {"from": "gpt", "value": "x"}]},
-     L.WRONG_ROLE_ORDER),
-    ({"id": "ends_with_human", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "x"}, {"from": "human", "value": "More?"}]},
-     L.WRONG_ROLE_ORDER),
-    ({"id": "late_system", "image": "imgs/a.png", "conversations": [
-        {"from": "human", "value": "<image>\nRead."}, {"from": "system", "value": "Be nice."}, {"from": "gpt", "value": "x"}]},
-     L.WRONG_ROLE_ORDER),
-    ({"id": "alien", "image": "imgs/a.png", "conversations": [
-        {"from": "alien", "value": "<image>\nRead."}, {"from": "gpt", "value": "x"}]}, L.UNKNOWN_ROLE),
+    (
+        {
+            "id": "two_tokens_one_image",
+            "image": "imgs/a.png",
+            "conversations": [{"from": "human", "value": "<image>\n<image>\nRead."}, {"from": "gpt", "value": "x"}],
+        },
+        L.IMAGE_COUNT_MISMATCH,
+    ),
+    (
+        {
+            "id": "image_no_token",
+            "image": "imgs/a.png",
+            "conversations": [{"from": "human", "value": "Read."}, {"from": "gpt", "value": "x"}],
+        },
+        L.IMAGE_COUNT_MISMATCH,
+    ),
+    (
+        {
+            "id": "token_no_image",
+            "conversations": [{"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "x"}],
+        },
+        L.IMAGE_COUNT_MISMATCH,
+    ),
+    (
+        {
+            "id": "token_in_answer",
+            "image": "imgs/a.png",
+            "conversations": [{"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "<image>"}],
+        },
+        L.IMAGE_COUNT_MISMATCH,
+    ),
+    (
+        {
+            "id": "empty_answer",
+            "image": "imgs/a.png",
+            "conversations": [{"from": "human", "value": "<image>\nRead."}, {"from": "gpt", "value": "   "}],
+        },
+        L.EMPTY_TURN,
+    ),
+    (
+        {
+            "id": "gpt_first",
+            "image": "imgs/a.png",
+            "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "<image>\nRead."}],
+        },
+        L.WRONG_ROLE_ORDER,
+    ),
+    (
+        {
+            "id": "two_humans",
+            "image": "imgs/a.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nRead."},
+                {"from": "human", "value": "Now!"},
+                {"from": "gpt", "value": "x"},
+            ],
+        },
+        L.WRONG_ROLE_ORDER,
+    ),
+    (
+        {
+            "id": "ends_with_human",
+            "image": "imgs/a.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nRead."},
+                {"from": "gpt", "value": "x"},
+                {"from": "human", "value": "More?"},
+            ],
+        },
+        L.WRONG_ROLE_ORDER,
+    ),
+    (
+        {
+            "id": "late_system",
+            "image": "imgs/a.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nRead."},
+                {"from": "system", "value": "Be nice."},
+                {"from": "gpt", "value": "x"},
+            ],
+        },
+        L.WRONG_ROLE_ORDER,
+    ),
+    (
+        {
+            "id": "alien",
+            "image": "imgs/a.png",
+            "conversations": [{"from": "alien", "value": "<image>\nRead."}, {"from": "gpt", "value": "x"}],
+        },
+        L.UNKNOWN_ROLE,
+    ),
     ({"id": "no_conversations", "image": "imgs/a.png"}, L.MALFORMED_RECORD),
     ({"id": "bad_image_field", "image": 42, "conversations": GOOD[0]["conversations"]}, L.MALFORMED_RECORD),
 ]
@@ -217,14 +301,17 @@ def test_image_folder_argument(data_dir, tmp_path_factory):
 
 
 def test_saved_hf_dataset_and_splits(data_dir):
-    from datasets import Dataset, DatasetDict, Features, Image as HFImage, List, Value
+    from datasets import Dataset, DatasetDict, Features, List, Value
+    from datasets import Image as HFImage
 
     good_bytes = (data_dir / "imgs" / "a.png").read_bytes()
-    features = Features({
-        "id": Value("string"),
-        "messages": List({"role": Value("string"), "content": Value("string")}),
-        "images": List(HFImage()),
-    })
+    features = Features(
+        {
+            "id": Value("string"),
+            "messages": List({"role": Value("string"), "content": Value("string")}),
+            "images": List(HFImage()),
+        }
+    )
     rows = {
         "id": ["ok", "mismatch", "corrupt", "text_only"],
         "messages": [
@@ -267,8 +354,12 @@ def test_generator_output_round_trips(tmp_path):
     from ocr_mllm.data.synthetic import GeneratorConfig, generate_dataset
 
     out = str(tmp_path / "synth")
-    generate_dataset(out, GeneratorConfig(num_samples=8, seed=2, tasks=("line", "receipt"), heldout_fraction=0.25),
-                     workers=1, progress=False)
+    generate_dataset(
+        out,
+        GeneratorConfig(num_samples=8, seed=2, tasks=("line", "receipt"), heldout_fraction=0.25),
+        workers=1,
+        progress=False,
+    )
     for split in ("train", "heldout"):
         records = json.load(open(os.path.join(out, f"{split}.json"), encoding="utf-8"))
         for source in (out, os.path.join(out, f"{split}.json"), os.path.join(out, "hf")):
@@ -278,7 +369,7 @@ def test_generator_output_round_trips(tmp_path):
                 msgs = row["messages"]
                 assert [m["role"] for m in msgs] == ["user", "assistant"] * (len(r["conversations"]) // 2)
                 assert msgs[0]["content"][0] == {"type": "image", "text": None}
-                assert msgs[0]["content"][1]["text"] == r["conversations"][0]["value"][len("<image>\n"):]
+                assert msgs[0]["content"][1]["text"] == r["conversations"][0]["value"][len("<image>\n") :]
                 assert [m["content"][-1]["text"] for m in msgs[1::2]] == [t["value"] for t in r["conversations"][1::2]]
                 with Image.open(os.path.join(out, r["image"])) as im:
                     assert np.array_equal(np.asarray(row["images"][0].convert("RGB")), np.asarray(im.convert("RGB")))
@@ -286,8 +377,14 @@ def test_generator_output_round_trips(tmp_path):
 
 def test_text_to_blocks_placement():
     assert L.text_to_blocks("a<image>\nb") == [
-        {"type": "text", "text": "a"}, {"type": "image", "text": None}, {"type": "text", "text": "b"}]
-    assert L.text_to_blocks("Describe\n<image>") == [{"type": "text", "text": "Describe"}, {"type": "image", "text": None}]
+        {"type": "text", "text": "a"},
+        {"type": "image", "text": None},
+        {"type": "text", "text": "b"},
+    ]
+    assert L.text_to_blocks("Describe\n<image>") == [
+        {"type": "text", "text": "Describe"},
+        {"type": "image", "text": None},
+    ]
     assert L.text_to_blocks("<image>") == [{"type": "image", "text": None}]
     assert L.text_to_blocks("line1\nline2") == [{"type": "text", "text": "line1\nline2"}]
 

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import fixtures_eval as fx
+
 from eval.common import read_jsonl
 from eval.run import merge_parts, run_task
+
 
 REPO = Path(__file__).resolve().parents[1]
 GEN = ["--batch-size", "1", "--max-new-tokens", "4", "--device", "cpu", "--no-progress"]
@@ -21,8 +21,16 @@ def _torchrun(args, nproc=2):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "eval.run", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "eval.run",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -31,7 +39,7 @@ def _by_id(path):
 
 
 def test_two_processes_equal_one(tmp_path, tiny_model_dir):
-    data = fx.make_mmbench(tmp_path)          # 3 questions with 4, 2 and 3 rotations = 9 rows: shards of 5 and 4
+    data = fx.make_mmbench(tmp_path)  # 3 questions with 4, 2 and 3 rotations = 9 rows: shards of 5 and 4
     one, two = tmp_path / "one", tmp_path / "two"
     base = ["--task", "mmbench_en", "--data", str(data), "--model", str(tiny_model_dir), *GEN]
     r1 = _torchrun(base + ["--output", str(one)], nproc=1)
@@ -39,14 +47,14 @@ def test_two_processes_equal_one(tmp_path, tiny_model_dir):
     r2 = _torchrun(base + ["--output", str(two)], nproc=2)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "rank 1/2" in r2.stderr and "rank 0/2" in r2.stderr
-    assert not list(two.glob("*.part*"))                               # parts merged into one file
+    assert not list(two.glob("*.part*"))  # parts merged into one file
     p1, p2 = _by_id(one / "mmbench_en_predictions.jsonl"), _by_id(two / "mmbench_en_predictions.jsonl")
     assert len(p1) == 9 and p1 == p2
     res1 = json.loads((one / "mmbench_en_results.json").read_text())
     res2 = json.loads((two / "mmbench_en_results.json").read_text())
     assert res1["metrics"] == res2["metrics"] and res1["details"] == res2["details"]
     assert res2["run"]["generation"]["processes"] == 2 and res2["run"]["generation"]["done"] == 9
-    assert r2.stdout.count("## mmbench_en") == 1                       # only rank 0 reports
+    assert r2.stdout.count("## mmbench_en") == 1  # only rank 0 reports
 
 
 def test_parts_of_a_killed_run_are_resumed(tmp_path, tiny_model_dir):
@@ -55,9 +63,18 @@ def test_parts_of_a_killed_run_are_resumed(tmp_path, tiny_model_dir):
     out.mkdir()
     # rank 1 of an earlier 2-process run got one answer written before the kill
     (out / "ocrbench_predictions.part1-of-2.jsonl").write_text(
-        json.dumps({"question_id": 1, "prompt": "p", "prediction": "lunch"}) + "\n", encoding="utf-8")
-    r = run_task("ocrbench", str(data), out, model=str(tiny_model_dir), batch_size=1, max_new_tokens=2,
-                 device="cpu", progress=False)
+        json.dumps({"question_id": 1, "prompt": "p", "prediction": "lunch"}) + "\n", encoding="utf-8"
+    )
+    r = run_task(
+        "ocrbench",
+        str(data),
+        out,
+        model=str(tiny_model_dir),
+        batch_size=1,
+        max_new_tokens=2,
+        device="cpu",
+        progress=False,
+    )
     preds = _by_id(out / "ocrbench_predictions.jsonl")
     assert set(preds) == {"0", "1", "2", "3", "4"} and preds["1"] == "lunch"
     assert r.details["per_question"]["1"] == 1
@@ -72,9 +89,13 @@ def test_merge_keeps_benchmark_order(tmp_path):
     main.write_text(json.dumps({"question_id": 2, "prediction": "c"}) + "\n")
     a = tmp_path / "t_predictions.part0-of-2.jsonl"
     b = tmp_path / "t_predictions.part1-of-2.jsonl"
-    a.write_text(json.dumps({"question_id": 3, "prediction": "d"}) + "\n" + json.dumps({"question_id": 0,
-                                                                                      "prediction": "a"}) + "\n")
-    b.write_text(json.dumps({"question_id": 1, "prediction": "b"}) + "\n{\"question_id\": 9, \"predic")  # cut line
+    a.write_text(
+        json.dumps({"question_id": 3, "prediction": "d"})
+        + "\n"
+        + json.dumps({"question_id": 0, "prediction": "a"})
+        + "\n"
+    )
+    b.write_text(json.dumps({"question_id": 1, "prediction": "b"}) + '\n{"question_id": 9, "predic')  # cut line
     assert merge_parts(main, [a, b], samples) == 3
     assert [r["question_id"] for r in read_jsonl(main)] == [0, 1, 2, 3]
     assert not a.exists() and not b.exists()

@@ -5,12 +5,13 @@ through ``ocr_mllm.inference`` on its tiny official-layout copy, writes predicti
 import json
 from pathlib import Path
 
+import fixtures_eval as fx
 import pytest
 
-import fixtures_eval as fx
 from eval.common import EvalDataError, read_jsonl
 from eval.run import main, run_task
 from eval.tasks import TASKS
+
 
 GEN = dict(max_new_tokens=3, batch_size=4, progress=False)
 
@@ -27,7 +28,14 @@ def no_grader(monkeypatch):
 
 
 EXPECTED_ROWS = {  # predictions written with --limit 2
-    "textvqa": 2, "mme": 4, "mmbench_en": 6, "mmbench_cn": 6, "mmvet": 2, "ocrbench": 2, "docvqa": 2, "chartqa": 2,
+    "textvqa": 2,
+    "mme": 4,
+    "mmbench_en": 6,
+    "mmbench_cn": 6,
+    "mmvet": 2,
+    "ocrbench": 2,
+    "docvqa": 2,
+    "chartqa": 2,
 }
 
 
@@ -72,27 +80,67 @@ def test_changed_settings_refuse_to_mix(bench, tiny_model_dir, tmp_path):
     out = tmp_path / "ocr"
     run_task("ocrbench", str(bench["ocrbench"]), out, model=str(tiny_model_dir), limit=1, **GEN)
     with pytest.raises(EvalDataError, match="prompt_style"):
-        run_task("ocrbench", str(bench["ocrbench"]), out, model=str(tiny_model_dir), limit=1, prompt_style="original",
-                 **GEN)
-    run_task("ocrbench", str(bench["ocrbench"]), out, model=str(tiny_model_dir), limit=1, prompt_style="original",
-             overwrite=True, **GEN)
+        run_task(
+            "ocrbench", str(bench["ocrbench"]), out, model=str(tiny_model_dir), limit=1, prompt_style="original", **GEN
+        )
+    run_task(
+        "ocrbench",
+        str(bench["ocrbench"]),
+        out,
+        model=str(tiny_model_dir),
+        limit=1,
+        prompt_style="original",
+        overwrite=True,
+        **GEN,
+    )
     assert len(read_jsonl(out / "ocrbench_predictions.jsonl")) == 1
 
 
 def test_cli_and_suite_with_model(bench, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["--model", str(tiny_model_dir), "--task", "mmbench", "--data", str(bench["mmbench_en"]), "--output",
-               str(out), "--limit", "1", "--max-new-tokens", "2", "--no-progress", "--no-circular"])
+    rc = main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--task",
+            "mmbench",
+            "--data",
+            str(bench["mmbench_en"]),
+            "--output",
+            str(out),
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "2",
+            "--no-progress",
+            "--no-circular",
+        ]
+    )
     assert rc == 0
     assert "single_pass_accuracy" in capsys.readouterr().out
     assert len(read_jsonl(out / "mmbench_en_predictions.jsonl")) == 1
 
     cfg = tmp_path / "suite.yaml"
-    cfg.write_text("output: unused\nbatch_size: 2\nmax_new_tokens: 2\ntasks:\n"
-                   f"  docvqa: {{data: '{bench['docvqa']}'}}\n"
-                   f"  chartqa: {{data: '{bench['chartqa']}', prompt_style: original}}\n")
-    rc = main(["--task", "all", "--config", str(cfg), "--model", str(tiny_model_dir), "--output",
-               str(tmp_path / "suite"), "--limit", "1", "--no-progress"])
+    cfg.write_text(
+        "output: unused\nbatch_size: 2\nmax_new_tokens: 2\ntasks:\n"
+        f"  docvqa: {{data: '{bench['docvqa']}'}}\n"
+        f"  chartqa: {{data: '{bench['chartqa']}', prompt_style: original}}\n"
+    )
+    rc = main(
+        [
+            "--task",
+            "all",
+            "--config",
+            str(cfg),
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(tmp_path / "suite"),
+            "--limit",
+            "1",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     assert "| docvqa | anls |" in printed and "| chartqa | relaxed_accuracy |" in printed

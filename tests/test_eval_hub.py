@@ -18,24 +18,62 @@ def _png(color):
 
 
 ROWS = {
-    "textvqa": {"image_id": "abc", "question_id": 7, "question": "what brand?", "answers": ["x"] * 10,
-                "ocr_tokens": ["nikon"]},
-    "mme": {"question_id": "OCR/1.jpg", "question": "Is it A? Please answer yes or no.", "answer": "Yes",
-            "category": "OCR"},
-    "mmbench_en": {"index": 5, "question": "Q?", "hint": None, "A": "a", "B": "b", "C": None, "D": None,
-                   "answer": "B", "category": "c", "source": "s", "L2-category": "l2", "comment": None,
-                   "split": "dev"},
-    "mmvet": {"question_id": "v1_3", "question": "Q?", "answer": "A", "image_source": "x",
-              "capability": ["ocr", "rec"]},
-    "ocrbench": {"id": 11, "dataset_name": "IIIT5K", "question": "what is written?", "answers": ["HI"],
-                 "type": "Regular Text Recognition"},
+    "textvqa": {
+        "image_id": "abc",
+        "question_id": 7,
+        "question": "what brand?",
+        "answers": ["x"] * 10,
+        "ocr_tokens": ["nikon"],
+    },
+    "mme": {
+        "question_id": "OCR/1.jpg",
+        "question": "Is it A? Please answer yes or no.",
+        "answer": "Yes",
+        "category": "OCR",
+    },
+    "mmbench_en": {
+        "index": 5,
+        "question": "Q?",
+        "hint": None,
+        "A": "a",
+        "B": "b",
+        "C": None,
+        "D": None,
+        "answer": "B",
+        "category": "c",
+        "source": "s",
+        "L2-category": "l2",
+        "comment": None,
+        "split": "dev",
+    },
+    "mmvet": {
+        "question_id": "v1_3",
+        "question": "Q?",
+        "answer": "A",
+        "image_source": "x",
+        "capability": ["ocr", "rec"],
+    },
+    "ocrbench": {
+        "id": 11,
+        "dataset_name": "IIIT5K",
+        "question": "what is written?",
+        "answers": ["HI"],
+        "type": "Regular Text Recognition",
+    },
     "docvqa": {"questionId": 99, "question": "Q?", "answers": ["a"]},
     "chartqa": {"type": "human_test", "question": "Q?", "answer": "3"},
 }
 
 
-EXPECTED_IDS = {"textvqa": 7, "mme": "OCR/1.jpg#0", "mmbench_en": 5, "mmvet": "v1_3", "ocrbench": 0, "docvqa": 99,
-                "chartqa": "human/0"}
+EXPECTED_IDS = {
+    "textvqa": 7,
+    "mme": "OCR/1.jpg#0",
+    "mmbench_en": 5,
+    "mmvet": "v1_3",
+    "ocrbench": 0,
+    "docvqa": 99,
+    "chartqa": "human/0",
+}
 
 
 @pytest.mark.parametrize("task", list(ROWS))

@@ -6,9 +6,9 @@ import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import fixtures_eval as fx
 import pytest
 
-import fixtures_eval as fx
 from eval.mmbench import judge_prompt
 from eval.run import main, run_task
 
@@ -68,23 +68,25 @@ def test_no_judge_by_default(tmp_path, judge_url):
 
 def test_judge_decides_unparsed_answers(tmp_path, judge_url):
     r = _run(tmp_path, "on", circular=False, judge_url=judge_url, judge_model="fake-judge")
-    pick = random.Random(2).choice(["A", "B", "C", "Z"])   # row 2 (answer C): three unreadable replies, then random
+    pick = random.Random(2).choice(["A", "B", "C", "Z"])  # row 2 (answer C): three unreadable replies, then random
     per_row = r.details["per_row"]
     assert per_row["0"] == {"extracted": "A", "by": "option", "answer": "A", "correct": True}
     assert per_row["1"] == {"extracted": "Z", "by": "Z", "answer": "B", "correct": False}
     assert per_row["2"] == {"extracted": pick, "by": "random", "answer": "C", "correct": pick == "C"}
     assert r.headline["unparsed"] == 3 and r.headline["judge_asked"] == 3
-    assert r.details["judge"] == {"model": "fake-judge", "asked": 3,
-                                  "decisions": {"option": 1, "Z": 1, "random": 1}}
+    assert r.details["judge"] == {"model": "fake-judge", "asked": 3, "decisions": {"option": 1, "Z": 1, "random": 1}}
     assert r.headline["single_pass_accuracy"] == pytest.approx(100 * (1 + (pick == "C")) / 3)
     assert len(FakeJudge.prompts) == 1 + 1 + 3
     assert any("1 matched to an option, 1 to none (Z, wrong), 1 random" in n for n in r.notes)
     # VLMEvalKit's prompt, with the row's options and the raw answer
-    assert FakeJudge.prompts[0] == judge_prompt("What color is the square?",
-                                                {"A": "red", "B": "green", "C": "blue", "D": "yellow"}, UNPARSED[0])
-    assert FakeJudge.prompts[0].endswith("Question: What color is the square??\nOptions: There are several options: "
-                                         "\nA. red\nB. green\nC. blue\nD. yellow\n\nAnswer: It looks like the colour "
-                                         "of blood to me\nYour output: ")
+    assert FakeJudge.prompts[0] == judge_prompt(
+        "What color is the square?", {"A": "red", "B": "green", "C": "blue", "D": "yellow"}, UNPARSED[0]
+    )
+    assert FakeJudge.prompts[0].endswith(
+        "Question: What color is the square??\nOptions: There are several options: "
+        "\nA. red\nB. green\nC. blue\nD. yellow\n\nAnswer: It looks like the colour "
+        "of blood to me\nYour output: "
+    )
     # scoring again costs no calls (cache in the output folder), same numbers
     again = _run(tmp_path, "on", circular=False, judge_url=judge_url, judge_model="fake-judge")
     assert len(FakeJudge.prompts) == 5 and again.headline == r.headline
@@ -95,7 +97,7 @@ def test_circular_question_already_wrong_is_not_sent_to_the_judge(tmp_path, judg
     preds = {0: "A", 1000000: "B", 2000000: UNPARSED[0], 3000000: "B"}
     r = _run(tmp_path, "circ", preds=preds, judge_url=judge_url)
     assert r.headline["unparsed"] == 1 and r.headline["judge_asked"] == 0 and FakeJudge.prompts == []
-    preds[1000000] = "D"   # now every other rotation is right: the judge reads rotation 2 (says A; answer C)
+    preds[1000000] = "D"  # now every other rotation is right: the judge reads rotation 2 (says A; answer C)
     r = _run(tmp_path, "circ2", preds=preds, judge_url=judge_url)
     assert r.headline["judge_asked"] == 1 and r.details["per_row"]["2000000"]["extracted"] == "A"
 
@@ -103,14 +105,34 @@ def test_circular_question_already_wrong_is_not_sent_to_the_judge(tmp_path, judg
 def test_chinese_questions_get_the_chinese_prompt():
     p = judge_prompt("正方形是什么颜色？", {"A": "红", "B": "绿"}, "红色")
     assert p.startswith("你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。")
-    assert p.endswith("问题: 正方形是什么颜色？?\n选项: There are several options: \nA. 红\nB. 绿\n\n答案: 红色\n输出: ")
+    assert p.endswith(
+        "问题: 正方形是什么颜色？?\n选项: There are several options: \nA. 红\nB. 绿\n\n答案: 红色\n输出: "
+    )
 
 
 def test_cli_flags(tmp_path, judge_url, capsys):
     tsv = fx.make_mmbench(tmp_path)
     preds = fx.write_predictions(tmp_path / "p.jsonl", UNPARSED)
-    assert main(["--task", "mmbench", "--data", str(tsv), "--predictions", str(preds), "--output",
-                 str(tmp_path / "o"), "--no-circular", "--judge-url", judge_url, "--judge-model", "m"]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "mmbench",
+                "--data",
+                str(tsv),
+                "--predictions",
+                str(preds),
+                "--output",
+                str(tmp_path / "o"),
+                "--no-circular",
+                "--judge-url",
+                judge_url,
+                "--judge-model",
+                "m",
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "o" / "mmbench_en_results.json").read_text())
     assert res["details"]["judge"]["asked"] == 3 and res["details"]["judge"]["model"] == "m"
 

@@ -15,26 +15,27 @@ from eval.metrics import (
     vqa_answer_scores,
 )
 
+
 # ------------------------------------------------------------------------------------------------ EvalAI normalisation
 
 
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ("Two", "2"),                    # number words
-        ("the cat.", "cat"),             # article dropped, final period removed
-        ("dont", "don't"),               # contractions table
+        ("Two", "2"),  # number words
+        ("the cat.", "cat"),  # article dropped, final period removed
+        ("dont", "don't"),  # contractions table
         ("Dont Walk", "don't walk"),
-        ("1,000", "1000"),               # the comma goes, the digits stay one token
-        ("3.5", "3.5"),                  # a period before a digit stays
+        ("1,000", "1000"),  # the comma goes, the digits stay one token
+        ("3.5", "3.5"),  # a period before a digit stays
         ("5.", "5"),
-        ("x-ray", "x ray"),              # punctuation not touching a space becomes a space
-        ("a-b", "b"),                    # ... so "a-b" -> "a b" and the article "a" is dropped
+        ("x-ray", "x ray"),  # punctuation not touching a space becomes a space
+        ("a-b", "b"),  # ... so "a-b" -> "a b" and the article "a" is dropped
         ("well - known", "well known"),  # punctuation touching a space is deleted
         ("yes!", "yes"),
         ("hello, world", "hello world"),
-        ("What's up?", "what 's up"),    # "'s" split off, "?" deleted
-        ("(a)", ""),                     # everything is punctuation or an article
+        ("What's up?", "what 's up"),  # "'s" split off, "?" deleted
+        ("(a)", ""),  # everything is punctuation or an article
         ("The Answer Is Ten", "answer is 10"),
         ("  new\tyork\n", "new york"),
         ("an apple", "apple"),
@@ -66,29 +67,59 @@ def _brute_force(pred, gts):
     norm = [normalize_vqa_answer(g) for g in gts]
     accs = []
     for i in range(len(norm)):
-        others = norm[:i] + norm[i + 1:]
+        others = norm[:i] + norm[i + 1 :]
         accs.append(min(1.0, sum(o == p for o in others) / 3))
     return sum(accs) / len(accs) if p in norm else 0.0
 
 
 @pytest.mark.parametrize("pred", ["dakota", "Dakota Digital", "nous les gosses", "nikon", "DAKOTA."])
 def test_vqa_accuracy_matches_definition(pred):
-    gts = ["nous les gosses", "dakota", "clos culombu", "dakota digital", "dakota", "dakota",
-           "dakota digital", "dakota digital", "dakota", "dakota"]
+    gts = [
+        "nous les gosses",
+        "dakota",
+        "clos culombu",
+        "dakota digital",
+        "dakota",
+        "dakota",
+        "dakota digital",
+        "dakota digital",
+        "dakota",
+        "dakota",
+    ]
     assert vqa_accuracy(pred, gts) == pytest.approx(_brute_force(pred, gts))
 
 
 def test_vqa_accuracy_hand_worked():
-    gts = ["nous les gosses", "dakota", "clos culombu", "dakota digital", "dakota", "dakota",
-           "dakota digital", "dakota digital", "dakota", "dakota"]
-    assert vqa_accuracy("Dakota", gts) == pytest.approx(1.0)          # 5 matches
+    gts = [
+        "nous les gosses",
+        "dakota",
+        "clos culombu",
+        "dakota digital",
+        "dakota",
+        "dakota",
+        "dakota digital",
+        "dakota digital",
+        "dakota",
+        "dakota",
+    ]
+    assert vqa_accuracy("Dakota", gts) == pytest.approx(1.0)  # 5 matches
     assert vqa_accuracy("dakota digital.", gts) == pytest.approx(0.9)  # 3 matches
     assert vqa_accuracy("nous les gosses", gts) == pytest.approx(0.3)
     assert vqa_accuracy("kodak", gts) == 0.0
     # number word vs digit, contraction vs none
     assert vqa_accuracy("Two", ["2", "2", "two", "2", "3", "2", "2", "2", "2", "2"]) == pytest.approx(1.0)
-    walk = ["don't walk", "dont walk", "don't walk", "walk", "do not walk", "don't walk", "stop", "don't walk",
-            "walk", "no"]
+    walk = [
+        "don't walk",
+        "dont walk",
+        "don't walk",
+        "walk",
+        "do not walk",
+        "don't walk",
+        "stop",
+        "don't walk",
+        "walk",
+        "no",
+    ]
     assert vqa_accuracy("dont walk", walk) == pytest.approx(1.0)
     assert vqa_accuracy("Walk.", walk) == pytest.approx(0.6)
 
@@ -98,17 +129,32 @@ def test_vqa_accuracy_hand_worked():
 
 @pytest.mark.parametrize(
     "pred, label",
-    [("Yes", "yes"), ("no", "no"), ("Yes, there is.", "yes"), ("No.", "no"), ("not sure", "no"),
-     ("I think yes", "other"), ("", "other"), ("The answer is yes", "other"), ("nope", "no"), ("YES!", "yes")],
+    [
+        ("Yes", "yes"),
+        ("no", "no"),
+        ("Yes, there is.", "yes"),
+        ("No.", "no"),
+        ("not sure", "no"),
+        ("I think yes", "other"),
+        ("", "other"),
+        ("The answer is yes", "other"),
+        ("nope", "no"),
+        ("YES!", "yes"),
+    ],
 )
 def test_mme_yes_no_extraction(pred, label):
     assert mme_parse_yes_no(pred) == label
 
 
 def test_mme_acc_and_acc_plus():
-    items = [("img1", "Yes", "Yes"), ("img1", "No", "No"),   # both right
-             ("img2", "Yes", "Yes"), ("img2", "No", "Yes"),  # one wrong
-             ("img3", "Yes", "maybe"), ("img3", "No", "No")]  # "other" counts as wrong
+    items = [
+        ("img1", "Yes", "Yes"),
+        ("img1", "No", "No"),  # both right
+        ("img2", "Yes", "Yes"),
+        ("img2", "No", "Yes"),  # one wrong
+        ("img3", "Yes", "maybe"),
+        ("img3", "No", "No"),
+    ]  # "other" counts as wrong
     r = mme_subtask_scores(items)
     assert r["acc"] == pytest.approx(4 / 6)
     assert r["acc_plus"] == pytest.approx(1 / 3)
@@ -128,13 +174,22 @@ CHOICES = {"A": "red", "B": "green", "C": "blue", "D": "yellow"}
 
 @pytest.mark.parametrize(
     "pred, letter",
-    [("A", "A"), ("B.", "B"), ("(C)", "C"), ("The answer is D", "D"), ("D. yellow", "D"), ("[B]", "B"),
-     ("blue", "C"), ("It is green.", "B"), ("I think it's red", "A"),
-     ("A or B", None),                       # two letters and no option text: ambiguous
-     ("red or green", None),                 # two option texts
-     ("purple", None),
-     ("Cannot determine the answer", "Z"),  # refusal
-     ("Z", "Z")],
+    [
+        ("A", "A"),
+        ("B.", "B"),
+        ("(C)", "C"),
+        ("The answer is D", "D"),
+        ("D. yellow", "D"),
+        ("[B]", "B"),
+        ("blue", "C"),
+        ("It is green.", "B"),
+        ("I think it's red", "A"),
+        ("A or B", None),  # two letters and no option text: ambiguous
+        ("red or green", None),  # two option texts
+        ("purple", None),
+        ("Cannot determine the answer", "Z"),  # refusal
+        ("Z", "Z"),
+    ],
 )
 def test_mmbench_option_extraction(pred, letter):
     assert infer_option_letter(pred, dict(CHOICES)) == letter
@@ -176,10 +231,10 @@ def test_levenshtein():
 
 def test_anls_threshold_boundary():
     assert anls("abcd", ["abcd"]) == 1.0
-    assert anls("abcf", ["abcd"]) == pytest.approx(0.75)   # NL = 1/4
-    assert anls("abxy", ["abcd"]) == pytest.approx(0.5)    # NL = 0.5 exactly: kept, as the RRC evaluator does
-    assert anls("axyz", ["abcd"]) == 0.0                   # NL = 0.75: below the 0.5 similarity threshold
-    assert anls("abcdx", ["abcd"]) == pytest.approx(0.8)   # NL = 1/5
+    assert anls("abcf", ["abcd"]) == pytest.approx(0.75)  # NL = 1/4
+    assert anls("abxy", ["abcd"]) == pytest.approx(0.5)  # NL = 0.5 exactly: kept, as the RRC evaluator does
+    assert anls("axyz", ["abcd"]) == 0.0  # NL = 0.75: below the 0.5 similarity threshold
+    assert anls("abcdx", ["abcd"]) == pytest.approx(0.8)  # NL = 1/5
     assert anls("abcdxyzw", ["abcd"]) == pytest.approx(0.5)
 
 
@@ -195,12 +250,21 @@ def test_anls_normalisation_and_max_over_answers():
 
 @pytest.mark.parametrize(
     "pred, target, ok",
-    [("105", "100", True), ("95", "100", True),           # exactly 5 % off: right
-     ("105.5", "100", False), ("94.5", "100", False),     # beyond 5 %
-     ("0.45", "45%", True), ("45%", "45%", True), ("45", "45%", False),  # "45%" is read as 0.45
-     ("Norway", "norway", True), ("Norway.", "Norway", False), (" 14 ", "14", True),
-     ("0", "0", True), ("0.0", "0", False),               # target 0: exact string match
-     ("1,000", "1000", False)],                           # not a float: exact match
+    [
+        ("105", "100", True),
+        ("95", "100", True),  # exactly 5 % off: right
+        ("105.5", "100", False),
+        ("94.5", "100", False),  # beyond 5 %
+        ("0.45", "45%", True),
+        ("45%", "45%", True),
+        ("45", "45%", False),  # "45%" is read as 0.45
+        ("Norway", "norway", True),
+        ("Norway.", "Norway", False),
+        (" 14 ", "14", True),
+        ("0", "0", True),
+        ("0.0", "0", False),  # target 0: exact string match
+        ("1,000", "1000", False),
+    ],  # not a float: exact match
 )
 def test_chartqa_relaxed_correctness(pred, target, ok):
     assert relaxed_correctness(pred, target) is ok

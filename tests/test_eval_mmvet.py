@@ -6,11 +6,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import fixtures_eval as fx
 import pytest
 
-import fixtures_eval as fx
 from eval.mmvet import GRADER_PREAMBLE, RETRY_SUFFIX, build_grader_prompt, parse_grade
 from eval.run import run_task
+
 
 GRADER_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MMVET_GRADER_MODEL")
 
@@ -35,8 +36,9 @@ class FakeGrader(BaseHTTPRequestHandler):
             content = "0.9 because"
         else:
             content = "0.0"
-        data = json.dumps({"model": body["model"], "choices": [{"message": {"role": "assistant",
-                                                                             "content": content}}]}).encode()
+        data = json.dumps(
+            {"model": body["model"], "choices": [{"message": {"role": "assistant", "content": content}}]}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -62,16 +64,19 @@ def fake_server():
 def test_grader_prompt_layout():
     p = build_grader_prompt("What is x?", "-1<AND>-5", "x = 3")
     assert p.startswith("Compare the ground truth and prediction from AI models, to give a correctness score")
-    assert "Just complete the last space of the correctness score.\n\nQuestion | Ground truth | Prediction | " \
-           "Correctness\n--- | --- | --- | ---\nWhat is x in the equation? | -1 <AND> -5 | x = 3 | 0.0\n" in p
+    assert (
+        "Just complete the last space of the correctness score.\n\nQuestion | Ground truth | Prediction | "
+        "Correctness\n--- | --- | --- | ---\nWhat is x in the equation? | -1 <AND> -5 | x = 3 | 0.0\n" in p
+    )
     assert p.count("Can you explain this meme?") == 2
     # the few-shot table, one blank line, then the sample row left open for the grader
     assert p == GRADER_PREAMBLE + "\nWhat is x? | -1 <AND> -5 | x = 3 | "
     assert GRADER_PREAMBLE.endswith("| 1.0\n")
 
 
-@pytest.mark.parametrize("content, value", [("0.4", 0.4), ("1.0 because", 1.0), ("1.5", None), ("great", None),
-                                            ("-0.1", None), ("0", 0.0)])
+@pytest.mark.parametrize(
+    "content, value", [("0.4", 0.4), ("1.0 because", 1.0), ("1.5", None), ("great", None), ("-0.1", None), ("0", 0.0)]
+)
 def test_parse_grade(content, value):
     assert parse_grade(content) == value
 
@@ -92,7 +97,8 @@ def test_mmvet_grader_protocol_and_cache(tmp_path, fake_server, monkeypatch):
     assert all(q["body"]["model"] == "fake-grader" and q["body"]["max_tokens"] == 3 for q in reqs)
     assert [q["body"]["temperature"] for q in reqs] == [0.0, 0.0, 0.0, 0.0]
     assert reqs[0]["body"]["messages"][0]["content"] == build_grader_prompt(
-        "What is x in the equation?", "-1 <AND> -5", "x = -1 or x = -5")
+        "What is x in the equation?", "-1 <AND> -5", "x = -1 or x = -5"
+    )
     assert reqs[3]["body"]["messages"][0]["content"].endswith("| garbage | " + RETRY_SUFFIX)
 
     # v1_0 (ocr, math) 1.0; v1_1 (rec) 0.9; v1_2 (ocr, rec) 0.7 after the retry
@@ -128,10 +134,10 @@ def test_mmvet_gives_up_after_five_retries(tmp_path, fake_server, monkeypatch):
 
 
 def test_mmvet_http_error_is_reported(tmp_path, monkeypatch):
-    from eval.mmvet import GraderError, OpenAICompatibleGrader
-
     # nothing listens on this port (bound and closed at once): connection refused, bounded retries, clear error
     import socket
+
+    from eval.mmvet import GraderError, OpenAICompatibleGrader
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

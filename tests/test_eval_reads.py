@@ -11,14 +11,31 @@ def test_batched_eval_reads_every_image(reading_model, tmp_path):
 
     folder, images, words = reading_model
     order = [5, 2, 7, 0, 3, 6, 1, 4, 2, 5]
-    entries = [{"id": i, "dataset_name": "IIIT5K", "question": QUESTION, "answers": [words[k]],
-                "type": "Regular Text Recognition", "image_path": str(images[k])} for i, k in enumerate(order)]
+    entries = [
+        {
+            "id": i,
+            "dataset_name": "IIIT5K",
+            "question": QUESTION,
+            "answers": [words[k]],
+            "type": "Regular Text Recognition",
+            "image_path": str(images[k]),
+        }
+        for i, k in enumerate(order)
+    ]
     (tmp_path / "OCRBench.json").write_text(json.dumps(entries))
     predictions = {}
     for batch_size in (8, 1):
         out = tmp_path / f"out{batch_size}"
-        result = run_task("ocrbench", str(tmp_path), out, model=str(folder), batch_size=batch_size, device="cpu",
-                          dtype="float32", progress=False)
+        result = run_task(
+            "ocrbench",
+            str(tmp_path),
+            out,
+            model=str(folder),
+            batch_size=batch_size,
+            device="cpu",
+            dtype="float32",
+            progress=False,
+        )
         assert result.headline["final_score"] == len(order)
         rows = [json.loads(line) for line in (out / "ocrbench_predictions.jsonl").read_text().splitlines()]
         predictions[batch_size] = {row["question_id"]: row["prediction"] for row in rows}

@@ -5,14 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures_eval as fx
 import pandas as pd
 import pytest
 
-import fixtures_eval as fx
 from eval import mmbench as mmbench_mod
 from eval.common import EvalDataError, load_predictions
 from eval.run import main, run_task
 from eval.tasks import TASKS, get_task
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,16 +36,19 @@ def test_textvqa_prompts(tmp_path):
     assert [s.question_id for s in plain] == [34602, 34603, 34604]
     assert plain[0].prompt == "what is the brand of this camera?"
     orig = TASKS["textvqa"].module.load_samples(str(d), "original", {})
-    assert orig[0].prompt == ("what is the brand of this camera?\nReference OCR token: dakota, digital\n"
-                              "Answer the question using a single word or phrase.")
+    assert orig[0].prompt == (
+        "what is the brand of this camera?\nReference OCR token: dakota, digital\n"
+        "Answer the question using a single word or phrase."
+    )
     assert orig[1].prompt == "how many people are there?\nAnswer the question using a single word or phrase."
     assert orig[0].load_image().endswith("train_images/003a8ae2ef43b901.jpg")
 
 
 def test_textvqa_prompts_from_rosetta_ocr(tmp_path):
     d = fx.make_textvqa(tmp_path, with_llava_file=False)
-    (d / "TextVQA_Rosetta_OCR_v0.2_val.json").write_text(json.dumps(
-        {"data": [{"image_id": "003a8ae2ef43b901", "ocr_tokens": ["DAKOTA"], "ocr_info": []}]}))
+    (d / "TextVQA_Rosetta_OCR_v0.2_val.json").write_text(
+        json.dumps({"data": [{"image_id": "003a8ae2ef43b901", "ocr_tokens": ["DAKOTA"], "ocr_info": []}]})
+    )
     orig = TASKS["textvqa"].module.load_samples(str(d / "TextVQA_0.5.1_val.json"), "original", {})
     assert "Reference OCR token: DAKOTA\n" in orig[0].prompt
     assert "Reference OCR token" not in orig[1].prompt
@@ -76,23 +80,34 @@ def test_mme_official_layout_and_scores(tmp_path):
     ids = [s.question_id for s in samples]
     assert "artwork/10002.jpg#0" in ids and "count/000000006040.jpg#1" in ids and "code_reasoning/0020.png#1" in ids
     preds = {
-        "count/000000006040.jpg#0": "Yes", "count/000000006040.jpg#1": "No",          # 200
-        "artwork/10002.jpg#0": "Yes, it is.", "artwork/10002.jpg#1": "No",            # image 1 both right
-        "artwork/10049.jpg#0": "yes", "artwork/10049.jpg#1": "Yes",                   # image 2 one wrong -> 125
-        "code_reasoning/0020.png#0": "No", "code_reasoning/0020.png#1": "no idea",    # acc .5, acc+ 0 -> 50
+        "count/000000006040.jpg#0": "Yes",
+        "count/000000006040.jpg#1": "No",  # 200
+        "artwork/10002.jpg#0": "Yes, it is.",
+        "artwork/10002.jpg#1": "No",  # image 1 both right
+        "artwork/10049.jpg#0": "yes",
+        "artwork/10049.jpg#1": "Yes",  # image 2 one wrong -> 125
+        "code_reasoning/0020.png#0": "No",
+        "code_reasoning/0020.png#1": "no idea",  # acc .5, acc+ 0 -> 50
     }
     r = score("mme", d, preds, tmp_path / "out")
     subs = r.details["subtasks"]
     assert subs["count"]["score"] == pytest.approx(200)
     assert subs["artwork"]["acc"] == pytest.approx(0.75) and subs["artwork"]["acc_plus"] == pytest.approx(0.5)
     assert subs["code_reasoning"]["score"] == pytest.approx(50)
-    assert r.headline == {"perception": pytest.approx(325), "cognition": pytest.approx(50),
-                          "total": pytest.approx(375)}
+    assert r.headline == {
+        "perception": pytest.approx(325),
+        "cognition": pytest.approx(50),
+        "total": pytest.approx(375),
+    }
     assert any("perception: 2 of 10 subtasks" in n for n in r.notes)
     # the official eval tool's input format
     lines = (tmp_path / "out" / "mme_results" / "artwork.txt").read_text().splitlines()
-    assert lines[0].split("\t") == ["10002.jpg", "Is this artwork created by painter 10002? Please answer yes or no.",
-                                    "Yes", "Yes, it is."]
+    assert lines[0].split("\t") == [
+        "10002.jpg",
+        "Is this artwork created by painter 10002? Please answer yes or no.",
+        "Yes",
+        "Yes, it is.",
+    ]
 
 
 def test_mme_limit_counts_images(tmp_path):
@@ -110,9 +125,15 @@ def test_mme_original_prompt(tmp_path):
 # ------------------------------------------------------------------------------------------------ MMBench
 
 CIRCULAR_PREDS = {
-    0: "A", 1000000: "D", 2000000: "C", 3000000: "The answer is B",   # all four rotations right
-    1: "B", 1000001: "B",                                               # second rotation wrong -> question wrong
-    2: "2", 1000002: "B.", 2000002: "(A)",                              # "2" matched by option text
+    0: "A",
+    1000000: "D",
+    2000000: "C",
+    3000000: "The answer is B",  # all four rotations right
+    1: "B",
+    1000001: "B",  # second rotation wrong -> question wrong
+    2: "2",
+    1000002: "B.",
+    2000002: "(A)",  # "2" matched by option text
 }
 
 
@@ -120,9 +141,11 @@ def test_mmbench_prompt_with_hint_and_missing_options(tmp_path):
     tsv = fx.make_mmbench(tmp_path)
     samples = TASKS["mmbench_en"].module.load_samples(str(tsv), "original", {"lang": "en"})
     s1 = next(s for s in samples if s.question_id == 1)
-    assert s1.prompt == ("The image is a flat colour.\nWhich option describes the image?\nA. a photo of a cat\n"
-                         "B. a plain coloured rectangle\nAnswer with the option's letter from the given choices "
-                         "directly.")
+    assert s1.prompt == (
+        "The image is a flat colour.\nWhich option describes the image?\nA. a photo of a cat\n"
+        "B. a plain coloured rectangle\nAnswer with the option's letter from the given choices "
+        "directly."
+    )
     plain = TASKS["mmbench_en"].module.load_samples(str(tsv), "plain", {"lang": "en"})
     assert plain[0].prompt == "What color is the square?\nA. red\nB. green\nC. blue\nD. yellow"
     # rotations generated from the non-circular TSV: 4 + 2 + 3 rows
@@ -156,8 +179,9 @@ def test_mmbench_circular_tsv_images_by_reference(tmp_path):
     tsv = fx.make_mmbench(tmp_path, circular=True)
     raw = pd.read_csv(tsv, sep="\t", dtype=str)
     assert raw.loc[raw["index"] == "1000000", "image"].item() == "0"  # the copy points at row 0's image
-    samples = TASKS["mmbench_en"].module.load_samples(str(tsv), "plain",
-                                                      {"lang": "en", "image_cache": str(tmp_path / "img")})
+    samples = TASKS["mmbench_en"].module.load_samples(
+        str(tsv), "plain", {"lang": "en", "image_cache": str(tmp_path / "img")}
+    )
     copy = next(s for s in samples if s.question_id == 1000000)
     orig = next(s for s in samples if s.question_id == 0)
     assert copy.load_image() == orig.load_image()
@@ -275,14 +299,30 @@ def test_cli_score_only_subprocess(tmp_path):
     d = fx.make_ocrbench(tmp_path)
     pred = fx.write_predictions(tmp_path / "p.jsonl", {0: "centre", 1: "x"})
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "eval.run", "--task", "ocrbench", "--data", str(d), "--predictions", str(pred),
-           "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "eval.run",
+        "--task",
+        "ocrbench",
+        "--data",
+        str(d),
+        "--predictions",
+        str(pred),
+        "--output",
+        str(out),
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "| final_score | 1 |" in res.stdout
     assert results(out, "ocrbench")["metrics"]["final_score"] == 1
-    bad = subprocess.run(cmd[:5] + [str(tmp_path / "nope"), "--predictions", str(pred), "--output", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        cmd[:5] + [str(tmp_path / "nope"), "--predictions", str(pred), "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "error:" in bad.stderr
 
 
@@ -303,7 +343,8 @@ def test_suite_score_only(tmp_path, capsys):
         f"  ocrbench: {{data: '{paths['ocrbench']}', predictions: '{p1}'}}\n"
         f"  chartqa: {{data: '{paths['chartqa']}', predictions: '{p2}'}}\n"
         f"  docvqa: {{data: '{tmp_path / 'missing'}', predictions: '{p2}'}}\n"
-        f"  mme: {{data: x, enabled: false}}\n")
+        f"  mme: {{data: x, enabled: false}}\n"
+    )
     rc = main(["--task", "all", "--config", str(cfg), "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 1  # docvqa failed, the others still reported

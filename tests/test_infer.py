@@ -9,11 +9,9 @@ import time
 import pytest
 from PIL import Image, ImageDraw
 
+import infer  # noqa: E402
 from ocr_mllm.inference._testing import REPO_ROOT, single_thread, subprocess_env
 
-if str(REPO_ROOT) not in sys.path:  # the top-level scripts, also when pytest runs from elsewhere
-    sys.path.insert(0, str(REPO_ROOT))
-import infer  # noqa: E402
 
 N = 50
 COMMON = ["--max-new-tokens", "12", "--no-progress", "--device", "cpu"]
@@ -56,8 +54,22 @@ def _read(path):
 def reference(tiny_model_dir, dataset, tmp_path_factory):
     """Batch-size-1 predictions (the reference every other run must reproduce)."""
     out = tmp_path_factory.mktemp("ref") / "b1.jsonl"
-    assert infer.main(["--model", str(tiny_model_dir), "--input", str(dataset / "data.jsonl"), "--output", str(out),
-                       "--batch-size", "1", *COMMON]) == 0
+    assert (
+        infer.main(
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--input",
+                str(dataset / "data.jsonl"),
+                "--output",
+                str(out),
+                "--batch-size",
+                "1",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     rows = _read(out)
     assert len(rows) == N
     return {r["id"]: r for r in rows}
@@ -65,8 +77,20 @@ def reference(tiny_model_dir, dataset, tmp_path_factory):
 
 def test_batch8_equals_batch1(tiny_model_dir, dataset, reference, tmp_path, capsys):
     out = tmp_path / "b8.jsonl"
-    stats = _run(["--model", str(tiny_model_dir), "--input", str(dataset / "data.jsonl"), "--output", str(out),
-                  "--batch-size", "8", *COMMON], capsys)
+    stats = _run(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--input",
+            str(dataset / "data.jsonl"),
+            "--output",
+            str(out),
+            "--batch-size",
+            "8",
+            *COMMON,
+        ],
+        capsys,
+    )
     assert stats["done"] == N and stats["failed"] == 0
     rows = _read(out)
     assert sorted(r["id"] for r in rows) == sorted(reference)
@@ -80,8 +104,17 @@ def test_batch8_equals_batch1(tiny_model_dir, dataset, reference, tmp_path, caps
 
 def test_resume_after_limit(tiny_model_dir, dataset, reference, tmp_path, capsys):
     out = tmp_path / "preds.jsonl"
-    base = ["--model", str(tiny_model_dir), "--input", str(dataset / "data.jsonl"), "--output", str(out),
-            "--batch-size", "8", *COMMON]
+    base = [
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        str(dataset / "data.jsonl"),
+        "--output",
+        str(out),
+        "--batch-size",
+        "8",
+        *COMMON,
+    ]
     first = _run(base + ["--limit", "20"], capsys)
     assert first["done"] == 20
     before = out.read_bytes()
@@ -89,17 +122,31 @@ def test_resume_after_limit(tiny_model_dir, dataset, reference, tmp_path, capsys
     assert second["skipped_existing"] == 20 and second["done"] == N - 20
     assert out.read_bytes().startswith(before)  # earlier lines untouched, not recomputed
     rows = _read(out)
-    assert len(rows) == N and {r["id"]: r["prediction"] for r in rows} == {k: v["prediction"] for k, v in reference.items()}
+    assert len(rows) == N and {r["id"]: r["prediction"] for r in rows} == {
+        k: v["prediction"] for k, v in reference.items()
+    }
     third = _run(base, capsys)
     assert third["done"] == 0 and third["skipped_existing"] == N
 
 
 def test_resume_after_kill(tiny_model_dir, dataset, reference, tmp_path, capsys):
     out = tmp_path / "killed.jsonl"
-    argv = [sys.executable, "infer.py", "--model", str(tiny_model_dir), "--input", str(dataset / "data.jsonl"),
-            "--output", str(out), "--batch-size", "1", *COMMON]
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=subprocess_env())
+    argv = [
+        sys.executable,
+        "infer.py",
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        str(dataset / "data.jsonl"),
+        "--output",
+        str(out),
+        "--batch-size",
+        "1",
+        *COMMON,
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env()
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if out.exists() and out.read_text().count("\n") >= 3:
@@ -111,8 +158,20 @@ def test_resume_after_kill(tiny_model_dir, dataset, reference, tmp_path, capsys)
         f.write('{"id": "item-49", "pred')
     complete = out.read_text().count("\n")
     assert complete >= 3
-    stats = _run(["--model", str(tiny_model_dir), "--input", str(dataset / "data.jsonl"), "--output", str(out),
-                  "--batch-size", "8", *COMMON], capsys)
+    stats = _run(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--input",
+            str(dataset / "data.jsonl"),
+            "--output",
+            str(out),
+            "--batch-size",
+            "8",
+            *COMMON,
+        ],
+        capsys,
+    )
     assert stats["skipped_existing"] == complete and stats["done"] == N - complete
     rows = _read(out)
     assert len(rows) == N
@@ -132,8 +191,20 @@ def test_bad_records_are_counted_and_skipped(tiny_model_dir, tmp_path, capsys):
     ]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.jsonl"
-    stats = _run(["--model", str(tiny_model_dir), "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
-                  "--batch-size", "4", *COMMON], capsys)
+    stats = _run(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--input",
+            str(tmp_path / "in.jsonl"),
+            "--output",
+            str(out),
+            "--batch-size",
+            "4",
+            *COMMON,
+        ],
+        capsys,
+    )
     assert stats["done"] == 2 and stats["bad_lines"] == 1 and stats["failed"] == 4
     rows = {r["id"]: r for r in _read(out)}
     assert set(rows) == {1, 4}
@@ -147,8 +218,20 @@ def test_image_folder_input(tiny_model_dir, tmp_path, capsys):
         Image.new("RGB", (50, 30), "white").save(folder / name)
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out.jsonl"
-    stats = _run(["--model", str(tiny_model_dir), "--input", str(folder), "--output", str(out), "--query", "OCR this.",
-                  *COMMON], capsys)
+    stats = _run(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            "--query",
+            "OCR this.",
+            *COMMON,
+        ],
+        capsys,
+    )
     assert stats["done"] == 3 and stats["failed"] == 0
     rows = _read(out)
     assert sorted(r["id"] for r in rows) == ["a.jpg", "b.png", "c.webp"]
@@ -167,8 +250,10 @@ def test_batched_file_answers_follow_their_images(reading_model, tmp_path, capsy
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     for batch_size in ("8", "1"):
         out = tmp_path / f"b{batch_size}.jsonl"
-        stats = _run(["--model", str(folder), "--input", str(data), "--output", str(out), "--batch-size", batch_size,
-                      *COMMON], capsys)
+        stats = _run(
+            ["--model", str(folder), "--input", str(data), "--output", str(out), "--batch-size", batch_size, *COMMON],
+            capsys,
+        )
         assert stats["done"] == len(records)
         got = {r["id"]: r["prediction"] for r in _read(out)}
         assert [got[f"w{i}"] for i in range(len(order))] == [words[k] for k in order]

@@ -24,6 +24,7 @@ from ocr_mllm.inference import (
 )
 from ocr_mllm.inference._testing import REPO_ROOT, single_thread, subprocess_env
 
+
 EXAMPLES = REPO_ROOT / "examples" / "images"
 GEN = {"max_new_tokens": 8}
 
@@ -91,7 +92,9 @@ def test_quantization_config_and_skip_patterns(model_and_processor, monkeypatch)
     with pytest.raises(InferenceSetupError, match="pip install bitsandbytes"):
         loading._quantization_config("8bit", torch.bfloat16, torch.device("cuda"), [])
     monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: object())
-    config = loading._quantization_config("4bit", torch.bfloat16, torch.device("cuda"), loading.DEFAULT_QUANT_SKIP_MODULES)
+    config = loading._quantization_config(
+        "4bit", torch.bfloat16, torch.device("cuda"), loading.DEFAULT_QUANT_SKIP_MODULES
+    )
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
     try:
         from transformers.quantizers.quantizers_utils import should_convert_module
@@ -106,8 +109,9 @@ def test_quantization_config_and_skip_patterns(model_and_processor, monkeypatch)
 
 def test_bitsandbytes_not_imported_at_import_time():
     code = "import sys, ocr_mllm.inference, cli, infer, app; print('bitsandbytes' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                         env=subprocess_env())
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=subprocess_env()
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("False")
 
@@ -117,8 +121,9 @@ def test_generation_kwargs_mapping(model_and_processor):
     greedy = build_generate_kwargs(model, processor, temperature=0, top_p=0.5, top_k=3, max_new_tokens=7)
     assert greedy["do_sample"] is False and greedy["max_new_tokens"] == 7 and greedy["top_p"] == 1.0
     assert "repetition_penalty" not in greedy and "no_repeat_ngram_size" not in greedy
-    sample = build_generate_kwargs(model, processor, temperature=0.7, top_p=0.9, top_k=5, repetition_penalty=1.2,
-                                   no_repeat_ngram_size=4)
+    sample = build_generate_kwargs(
+        model, processor, temperature=0.7, top_p=0.9, top_k=5, repetition_penalty=1.2, no_repeat_ngram_size=4
+    )
     assert sample["do_sample"] is True and sample["temperature"] == 0.7 and sample["top_k"] == 5
     assert sample["repetition_penalty"] == 1.2 and sample["no_repeat_ngram_size"] == 4
     assert processor.tokenizer.convert_tokens_to_ids("<|im_end|>") in sample["eos_token_id"]
@@ -160,8 +165,14 @@ def test_stops_on_im_end(model_and_processor):
     kwargs = build_generate_kwargs(model, processor, max_new_tokens=12)
     free_ids = model.generate(**inputs, **kwargs)[0, prompt_len:].tolist()
     assert im_end not in free_ids[:3]
-    forced = generate_batch(model, processor, [conv], None, max_new_tokens=12,
-                            logits_processor=LogitsProcessorList([ForceTokenAt(prompt_len, 3, im_end)]))[0]
+    forced = generate_batch(
+        model,
+        processor,
+        [conv],
+        None,
+        max_new_tokens=12,
+        logits_processor=LogitsProcessorList([ForceTokenAt(prompt_len, 3, im_end)]),
+    )[0]
     # generation stopped at the forced <|im_end|>: the text is the 3 free tokens, the special token is not in it
     assert forced == tok.decode(free_ids[:3], skip_special_tokens=True).strip()
 
@@ -177,8 +188,9 @@ def test_stream_matches_batch(model_and_processor):
 def test_stream_stops_when_consumer_leaves(model_and_processor):
     model, processor = model_and_processor
     before = threading.active_count()
-    gen = stream_generate(model, processor, _user("Tell a long story", image=False), None, max_new_tokens=2000,
-                          no_repeat_ngram_size=0)
+    gen = stream_generate(
+        model, processor, _user("Tell a long story", image=False), None, max_new_tokens=2000, no_repeat_ngram_size=0
+    )
     next(gen)
     start = time.perf_counter()
     gen.close()  # must stop generate() (stop_event) instead of running 2000 steps
@@ -196,8 +208,18 @@ def test_stream_forwards_errors(model_and_processor):
 def test_sampling_options_run(model_and_processor):
     model, processor = model_and_processor
     torch.manual_seed(0)
-    out = generate_batch(model, processor, [_user("hi", image=False)] * 2, None, temperature=0.9, top_p=0.9, top_k=20,
-                         repetition_penalty=1.3, no_repeat_ngram_size=3, max_new_tokens=6)
+    out = generate_batch(
+        model,
+        processor,
+        [_user("hi", image=False)] * 2,
+        None,
+        temperature=0.9,
+        top_p=0.9,
+        top_k=20,
+        repetition_penalty=1.3,
+        no_repeat_ngram_size=3,
+        max_new_tokens=6,
+    )
     assert len(out) == 2
 
 
@@ -212,8 +234,12 @@ def test_chat_session_history(model_and_processor):
     for _, reply in chat.history:
         assert "<|im_end|>" not in reply and "<|im_start|>" not in reply
     # the first answer equals a one-shot generate; the second turn sees the history (image only in turn 1)
-    assert first == generate_batch(model, processor, [_user("What text is in the image?")],
-                                   [[str(EXAMPLES / "receipt_en.png")]], **GEN)[0]
+    assert (
+        first
+        == generate_batch(
+            model, processor, [_user("What text is in the image?")], [[str(EXAMPLES / "receipt_en.png")]], **GEN
+        )[0]
+    )
     msgs = chat.messages()
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
     assert msgs[0]["content"][0] == {"type": "image"} and all(b["type"] == "text" for b in msgs[2]["content"])
@@ -274,8 +300,9 @@ def test_run_batched_jsonl(model_and_processor, tmp_path):
         dict(recs[0]),  # duplicate id
     ]
     out = tmp_path / "out" / "preds.jsonl"
-    stats = run_batched_jsonl(model, processor, recs, str(out), _build, batch_size=3, generation_kwargs=GEN,
-                              progress=False)
+    stats = run_batched_jsonl(
+        model, processor, recs, str(out), _build, batch_size=3, generation_kwargs=GEN, progress=False
+    )
     assert stats["done"] == 7 and stats["failed"] == 3 and stats["duplicates"] == 1 and stats["skipped_existing"] == 0
     assert set(stats["failed_ids"]) >= {"bad-image", "bad-record"}
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -289,8 +316,9 @@ def test_run_batched_jsonl(model_and_processor, tmp_path):
     with open(out, "a") as f:
         f.write('{"id": "r9", "predic')
     recs2 = _records(tmp_path, 9)
-    stats2 = run_batched_jsonl(model, processor, recs2, str(out), _build, batch_size=4, generation_kwargs=GEN,
-                               progress=False)
+    stats2 = run_batched_jsonl(
+        model, processor, recs2, str(out), _build, batch_size=4, generation_kwargs=GEN, progress=False
+    )
     assert stats2["skipped_existing"] == 7 and stats2["done"] == 2
     assert read_done_ids(str(out)) == {f"r{i}" for i in range(9)}
     assert len(out.read_text().splitlines()) == 9
@@ -306,13 +334,22 @@ def test_run_batched_jsonl_decoded_images_and_abort(model_and_processor, tmp_pat
         return _user(record["question"]), [Image.open(record["image"]).convert("RGB")]
 
     out = tmp_path / "pil.jsonl"
-    stats = run_batched_jsonl(model, processor, recs, str(out), build_pil, batch_size=2, generation_kwargs=GEN,
-                              progress=False)
+    stats = run_batched_jsonl(
+        model, processor, recs, str(out), build_pil, batch_size=2, generation_kwargs=GEN, progress=False
+    )
     assert stats["done"] == 5 and len(calls) == 10  # decoded images are rebuilt per batch, not kept for all records
     ref = generate_batch(model, processor, [_user(recs[1]["question"])], [[recs[1]["image"]]], **GEN)[0]
     assert {r["id"]: r["prediction"] for r in map(json.loads, out.read_text().splitlines())}["r1"] == ref
 
     many = _records(tmp_path, 20)
     with pytest.raises(RuntimeError, match="all failed"):
-        run_batched_jsonl(model, processor, many, str(tmp_path / "x.jsonl"), _build, batch_size=4,
-                          generation_kwargs={"max_new_tokens": 4, "not_a_generate_option": 1}, progress=False)
+        run_batched_jsonl(
+            model,
+            processor,
+            many,
+            str(tmp_path / "x.jsonl"),
+            _build,
+            batch_size=4,
+            generation_kwargs={"max_new_tokens": 4, "not_a_generate_option": 1},
+            progress=False,
+        )

@@ -70,9 +70,10 @@ def test_forward_adds_the_ctc_loss_and_trains_the_stem():
     lm_only = model.loss_function(logits=model.lm_head(hidden), labels=labels, vocab_size=vocab)
     torch.testing.assert_close(out.loss, lm_only + out.ctc_loss)
     summed = model(input_ids=ids, labels=labels, pixel_values=pixels, high_res_pixel_values=high, num_items_in_batch=4)
-    torch.testing.assert_close(summed.loss - summed.ctc_loss,
-                               model.loss_function(logits=model.lm_head(hidden), labels=labels, vocab_size=vocab,
-                                                   num_items_in_batch=4))
+    torch.testing.assert_close(
+        summed.loss - summed.ctc_loss,
+        model.loss_function(logits=model.lm_head(hidden), labels=labels, vocab_size=vocab, num_items_in_batch=4),
+    )
     out.loss.backward()
     assert stem.layers[0].weight.grad.abs().sum() > 0
     readings = model.ctc_read(pixels, high)
@@ -87,8 +88,10 @@ def test_line_view_keeps_the_aspect_ratio_left_aligned():
     view = processor([image], return_tensors="pt")["high_res_pixel_values"][0]
     assert tuple(view.shape) == (3, 32, 64)
     black = (0 - np.array(processor.high_res_image_mean)) / np.array(processor.high_res_image_std)
-    torch.testing.assert_close(view[:, :, :64 // 2 - 1].mean((1, 2)), torch.tensor(black, dtype=torch.float32))
-    torch.testing.assert_close(view[:, :, 64 // 2 + 1 :], torch.zeros(3, 32, 64 // 2 - 1), atol=0.02, rtol=0)  # the mean colour (to a grey level)
+    torch.testing.assert_close(view[:, :, : 64 // 2 - 1].mean((1, 2)), torch.tensor(black, dtype=torch.float32))
+    torch.testing.assert_close(
+        view[:, :, 64 // 2 + 1 :], torch.zeros(3, 32, 64 // 2 - 1), atol=0.02, rtol=0
+    )  # the mean colour (to a grey level)
     assert processor.get_number_of_high_res_views(2000, 100, do_tiling=True) == 1  # a line is never tiled
 
 
@@ -104,8 +107,9 @@ def test_reading_model_folder_loads_in_a_fresh_process_and_reads(reading_model):
         "ids = m.ctc_read(x['pixel_values'], x['high_res_pixel_values']); "
         "print(p.batch_decode(out[:, x['input_ids'].shape[1]:], skip_special_tokens=True)[0] + '|' + repr(ids[0]))"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(folder), str(images[1])], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(images[1])], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     generated, ctc_ids = result.stdout.strip().splitlines()[-1].split("|")
     assert generated == words[1]
@@ -116,7 +120,9 @@ def _answers(model, processor, images):
     from ocr_mllm.inference import generate_batch
 
     with torch.inference_mode():
-        return generate_batch(model, processor, [conversation()] * len(images), [[i] for i in images], max_new_tokens=8)
+        return generate_batch(
+            model, processor, [conversation()] * len(images), [[i] for i in images], max_new_tokens=8
+        )
 
 
 def test_batch_equals_one_by_one_and_sees_swapped_images(reading_model):
@@ -140,6 +146,11 @@ def test_mixed_text_only_rows_keep_image_rows_right(reading_model):
     model, processor = load_model_and_processor(str(folder), device="cpu", dtype="float32")
     text_only = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
     with torch.inference_mode():
-        answers = generate_batch(model, processor, [conversation(), text_only, conversation()],
-                                 [[images[2]], [], [images[5]]], max_new_tokens=8)
+        answers = generate_batch(
+            model,
+            processor,
+            [conversation(), text_only, conversation()],
+            [[images[2]], [], [images[5]]],
+            max_new_tokens=8,
+        )
     assert answers[0] == words[2] and answers[2] == words[5]

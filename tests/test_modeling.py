@@ -65,8 +65,15 @@ def test_forward_backward_and_loss_normalisation(model_processor):
         assert torch.isfinite(out.loss)
         out.loss.backward()
         grads = {name: p.grad for name, p in model.named_parameters()}
-        for stage in ("model.vision_tower.", "model.resampler.query", "model.high_res_vision_tower.",
-                      "model.high_res_downsampler.", "model.high_res_projector.", "model.language_model.", "lm_head."):
+        for stage in (
+            "model.vision_tower.",
+            "model.resampler.query",
+            "model.high_res_vision_tower.",
+            "model.high_res_downsampler.",
+            "model.high_res_projector.",
+            "model.language_model.",
+            "lm_head.",
+        ):
             assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(stage)), stage
         assert "model.resampler.pos_embed" not in grads  # a fixed sin-cos buffer, not a parameter
         # a given num_items_in_batch replaces the mean over label tokens by a sum / num_items_in_batch
@@ -80,7 +87,9 @@ def test_forward_backward_and_loss_normalisation(model_processor):
 
 def test_cached_and_uncached_greedy_decoding_agree(model_processor):
     model, processor = model_processor
-    inputs = processor(images=[_image("hello 123")], text=[_prompt(processor, "Read all the text.")], return_tensors="pt")
+    inputs = processor(
+        images=[_image("hello 123")], text=[_prompt(processor, "Read all the text.")], return_tensors="pt"
+    )
     cached = _greedy(model, inputs, n=8, use_cache=True)
     uncached = _greedy(model, inputs, n=8, use_cache=False)
     assert torch.equal(cached, uncached)
@@ -90,7 +99,9 @@ def test_left_padded_batch_matches_one_by_one(model_processor):
     model, processor = model_processor
     images = [_image("a"), _image("long text line 42", size=(300, 80)), _image("中文", color="blue")]
     prompts = [_prompt(processor, q) for q in ("Read.", "What is written in this image, exactly?", "图中有哪些文字？")]
-    singles = [_greedy(model, processor(images=[im], text=[p], return_tensors="pt"))[0] for im, p in zip(images, prompts)]
+    singles = [
+        _greedy(model, processor(images=[im], text=[p], return_tensors="pt"))[0] for im, p in zip(images, prompts)
+    ]
     batch = processor(images=images, text=prompts, return_tensors="pt", padding=True, padding_side="left")
     assert batch["attention_mask"][:, 0].tolist().count(0) >= 1  # really padded
     batched = _greedy(model, batch)
@@ -123,7 +134,11 @@ def test_placeholder_feature_mismatch_raises(model_processor):
     truncated = ids.clone()
     truncated[0, image_positions[-1]] = processor.tokenizer.pad_token_id  # one placeholder fewer than features
     with pytest.raises(ValueError, match="Image features and image tokens do not match"):
-        model(input_ids=truncated, pixel_values=inputs["pixel_values"], high_res_pixel_values=inputs["high_res_pixel_values"])
+        model(
+            input_ids=truncated,
+            pixel_values=inputs["pixel_values"],
+            high_res_pixel_values=inputs["high_res_pixel_values"],
+        )
     with pytest.raises(ValueError, match="no pixel_values"):
         model(input_ids=ids)
     with pytest.raises(ValueError, match="together"):
@@ -169,7 +184,9 @@ def test_attention_implementations_agree(tiny_model_dir):
     inputs = processor(images=[_image("attn")], text=[_prompt(processor, "Read.")], return_tensors="pt")
     logits = {}
     for impl in ("eager", "sdpa"):
-        model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, trust_remote_code=True, attn_implementation=impl)
+        model = AutoModelForImageTextToText.from_pretrained(
+            tiny_model_dir, trust_remote_code=True, attn_implementation=impl
+        )
         assert model.config.text_config._attn_implementation == impl
         assert model.config.vision_config._attn_implementation == impl
         with torch.no_grad():
@@ -212,13 +229,36 @@ def test_text_only_training_step_touches_every_tower(model_processor):
 
 def test_linear_projector_and_clip_tower():
     config = OcrMllmConfig(
-        text_config={"model_type": "qwen2", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2},
-        vision_config={"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32,
-                       "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        high_res_vision_config={"model_type": "sam_vision_model", "hidden_size": 16, "output_channels": 8,
-                                "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_dim": 32, "image_size": 64,
-                                "patch_size": 16, "window_size": 2, "global_attn_indexes": [0]},
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+        },
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        high_res_vision_config={
+            "model_type": "sam_vision_model",
+            "hidden_size": 16,
+            "output_channels": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "mlp_dim": 32,
+            "image_size": 64,
+            "patch_size": 16,
+            "window_size": 2,
+            "global_attn_indexes": [0],
+        },
         high_res_downsample_channels=[8, 16],
         high_res_projector_type="linear",
         low_res_feature_select_strategy="default",
@@ -229,7 +269,9 @@ def test_linear_projector_and_clip_tower():
     model = OcrMllmForConditionalGeneration(config).eval()
     assert [name for name, _ in model.model.high_res_projector.layers.named_children()] == ["0"]
     features = model.get_image_features(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64))
-    assert [tuple(f.shape) for f in features.pooler_output] == [(1 + 4, 32)] * 2  # 64/16=4 → 1x1 after two convs, + 4 queries
+    assert [tuple(f.shape) for f in features.pooler_output] == [
+        (1 + 4, 32)
+    ] * 2  # 64/16=4 → 1x1 after two convs, + 4 queries
 
 
 def test_high_res_tower_built_from_scratch_is_not_dead():

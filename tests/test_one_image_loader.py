@@ -49,12 +49,22 @@ def test_processor_inference_and_collator_see_the_same_pixels(tiny_model_and_pro
     through_processor = processor.image_processor([str(p) for p in paths], return_tensors="pt")
     through_inference = prepare_inputs(model, processor, [conversation()] * len(paths), [[str(p)] for p in paths])
     collator = OcrMllmDataCollator(processor, template="chat", max_length=4096)
-    through_collator = collator([
-        {"messages": [{"role": "user", "content": f"<image>\n{QUESTION}"}, {"role": "assistant", "content": "x"}],
-         "images": [str(path)]}
-        for path in paths
-    ])
+    through_collator = collator(
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"<image>\n{QUESTION}"},
+                    {"role": "assistant", "content": "x"},
+                ],
+                "images": [str(path)],
+            }
+            for path in paths
+        ]
+    )
     for key in ("pixel_values", "high_res_pixel_values"):
-        for name, batch in (("processor", through_processor), ("inference", through_inference),
-                            ("collator", through_collator)):
+        for name, batch in (
+            ("processor", through_processor),
+            ("inference", through_inference),
+            ("collator", through_collator),
+        ):
             torch.testing.assert_close(batch[key].float(), reference[key].float(), msg=f"{name}: {key}")

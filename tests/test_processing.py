@@ -103,7 +103,9 @@ def test_chat_template_renders_images_and_system_prompt(processor):
         "<|im_start|>assistant\n"
     )
     custom = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    assert processor.apply_chat_template(custom).startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi")
+    assert processor.apply_chat_template(custom).startswith(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi"
+    )
 
 
 def test_placeholder_expansion_and_mismatch_errors(processor):
@@ -125,8 +127,13 @@ def test_trl_keyword_arguments_and_truncation_guard(processor):
     prompt = processor.apply_chat_template(_user("Read."), add_generation_prompt=True)
     texts = [prompt + "short", prompt + "a much longer answer with many more tokens in it"]
     out = processor(
-        images=[[image], [image]], text=texts, padding=True, padding_side="right", pad_to_multiple_of=8,
-        return_tensors="pt", add_special_tokens=False,
+        images=[[image], [image]],
+        text=texts,
+        padding=True,
+        padding_side="right",
+        pad_to_multiple_of=8,
+        return_tensors="pt",
+        add_special_tokens=False,
     )
     assert out["input_ids"].shape[1] % 8 == 0 and out["attention_mask"][0, -1] == 0  # right padded
     n_image = processor.num_high_res_tokens_per_view + processor.num_low_res_tokens
@@ -197,8 +204,12 @@ def test_bad_files_raise_value_error_naming_the_file(tmp_path, kind):
 
 @pytest.mark.parametrize(
     "bad,match",
-    [(np.zeros((0, 5, 3), np.uint8), "empty"), (np.zeros((5, 5, 7), np.uint8), "shape"),
-     (np.full((4, 4), np.nan, np.float32), "NaN"), ([1, 2, 3], "Unsupported image type")],
+    [
+        (np.zeros((0, 5, 3), np.uint8), "empty"),
+        (np.zeros((5, 5, 7), np.uint8), "shape"),
+        (np.full((4, 4), np.nan, np.float32), "NaN"),
+        ([1, 2, 3], "Unsupported image type"),
+    ],
 )
 def test_bad_arrays_raise_value_error(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -226,8 +237,14 @@ def test_num_multimodal_tokens_from_sizes_match_the_expansion(processor):
     for tiling in (False, True):
         counted = processor._get_num_multimodal_tokens(image_sizes=sizes, do_tiling=tiling, max_tiles=4)
         expanded = [
-            int((processor(images=[image], text=[prompt], do_tiling=tiling, max_tiles=4, return_tensors="pt")["input_ids"]
-                 == processor.image_token_id).sum())
+            int(
+                (
+                    processor(images=[image], text=[prompt], do_tiling=tiling, max_tiles=4, return_tensors="pt")[
+                        "input_ids"
+                    ]
+                    == processor.image_token_id
+                ).sum()
+            )
             for image in images
         ]
         assert counted.num_image_tokens == expanded, tiling

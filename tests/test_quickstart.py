@@ -10,14 +10,29 @@ from pathlib import Path
 
 import pytest
 
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "qs"
-    command = [sys.executable, str(REPO / "scripts" / "quickstart.py"), "--output", str(out), "--steps", "4",
-               "--num-samples", "240", "--eval-samples", "9", "--batch-size", "4", "--threads", "1"]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "quickstart.py"),
+        "--output",
+        str(out),
+        "--steps",
+        "4",
+        "--num-samples",
+        "240",
+        "--eval-samples",
+        "9",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Held-out lines, question" in result.stdout and "answer (streamed):" in result.stdout
@@ -38,7 +53,11 @@ def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
     # the data really is the quickstart's: English <= 40 characters, Chinese <= 12 from the 300 most frequent
     # characters, one question for every script
     meta = json.loads((out / "data" / "meta.json").read_text())
-    assert (meta["config"]["max_chars"], meta["config"]["max_chars_cjk"], meta["config"]["cjk_characters"]) == (40, 12, 300)
+    assert (meta["config"]["max_chars"], meta["config"]["max_chars_cjk"], meta["config"]["cjk_characters"]) == (
+        40,
+        12,
+        300,
+    )
     assert meta["config"]["prompts"] == "blind"
 
     # the trained folder is complete and loads with trust_remote_code in a fresh process
@@ -49,7 +68,8 @@ def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
         "assert m.ctc_head is not None and m.config.high_res_line_height == 32; "
         "print(type(m).__module__)"
     )
-    loaded = subprocess.run([sys.executable, "-c", check, results["model_dir"]], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+    loaded = subprocess.run(
+        [sys.executable, "-c", check, results["model_dir"]], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().startswith("transformers_modules")

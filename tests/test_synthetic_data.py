@@ -19,6 +19,7 @@ from ocr_mllm.data import synthetic as S
 from ocr_mllm.data.loading import llava_to_messages
 from ocr_mllm.data.render import TextOp, map_box, render
 
+
 N = 54  # 3 x (6 tasks x 3 languages)
 ARGS = dict(num_samples=N, seed=11, heldout_fraction=0.2)
 REGION = re.compile(r"\[(\d+), (\d+), (\d+), (\d+)\]")
@@ -146,8 +147,15 @@ def test_heldout_redrawn_until_disjoint(monkeypatch):
     be re-drawn until none of their lines occurs in training."""
     real = S._text_source
     monkeypatch.setattr(S, "_text_source", lambda lang, pool, cjk_characters=None: real(lang, "train", cjk_characters))
-    cfg = S.GeneratorConfig(num_samples=300, seed=0, tasks=("line",), languages=("en", "zh-Hans"), max_chars=4,
-                            heldout_fraction=0.3, augment="none")
+    cfg = S.GeneratorConfig(
+        num_samples=300,
+        seed=0,
+        tasks=("line",),
+        languages=("en", "zh-Hans"),
+        max_chars=4,
+        heldout_fraction=0.3,
+        augment="none",
+    )
     specs = list(S.iter_specs(cfg))
     train = {s.text for s in specs if s.split == "train"}
     heldout = [s for s in specs if s.split == "heldout"]
@@ -160,13 +168,27 @@ def test_heldout_redrawn_until_disjoint(monkeypatch):
 def test_cjk_character_limit():
     """cjk_characters=N: Chinese lines are written with the N most frequent characters (plus the few fixed template
     words: receipt keys, surnames, street suffixes), in both scripts, and the held-out split stays disjoint."""
-    from ocr_mllm.data.text_sources import ZH_MIXED_FIELDS, ZH_STREET, ZH_SURNAMES, _opencc, frequent_chinese_characters
+    from ocr_mllm.data.text_sources import (
+        ZH_MIXED_FIELDS,
+        ZH_STREET,
+        ZH_SURNAMES,
+        _opencc,
+        frequent_chinese_characters,
+    )
 
     allowed = frequent_chinese_characters(300)
     assert len(allowed) == 300 and {"的", "是", "中"} <= allowed
     templates = set("".join(k for k, _, _ in ZH_MIXED_FIELDS) + ZH_SURNAMES + "".join(ZH_STREET) + "号")
-    cfg = S.GeneratorConfig(num_samples=160, seed=5, tasks=("line",), languages=("zh-Hans", "zh-Hant"), max_chars=12,
-                            heldout_fraction=0.25, augment="none", cjk_characters=300)
+    cfg = S.GeneratorConfig(
+        num_samples=160,
+        seed=5,
+        tasks=("line",),
+        languages=("zh-Hans", "zh-Hant"),
+        max_chars=12,
+        heldout_fraction=0.25,
+        augment="none",
+        cjk_characters=300,
+    )
     specs = list(S.iter_specs(cfg))
     t2s = _opencc("t2s")
     cjk_seen = set()
@@ -198,7 +220,7 @@ def test_text_is_visible_in_every_text_box():
                 continue
             x0, y0, x1, y1 = map_box(spec.scene.augment.forward, op.box)
             assert x0 >= 0 and y0 >= 0 and x1 <= spec.scene.width and y1 <= spec.scene.height, (spec.id, op.text)
-            region = diff[int(y0): int(np.ceil(y1)), int(x0): int(np.ceil(x1))]
+            region = diff[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))]
             assert region.size and region.max() >= 80, (spec.id, op.text)
             assert (region > 40).mean() >= 0.06, (spec.id, op.text, (region > 40).mean())
             n_ops += 1
@@ -207,6 +229,7 @@ def test_text_is_visible_in_every_text_box():
 
 def test_no_missing_glyphs():
     """Every character is drawn with a real glyph, not the font's .notdef box (checked on pixels)."""
+
     def mask(font, ch):
         m = font.getmask(ch)
         return m.size, bytes(m)
@@ -235,8 +258,16 @@ def test_no_missing_glyphs():
 
 def test_easy_mode_lines_are_short_clean_and_legible(tmp_path):
     out = str(tmp_path / "easy")
-    cfg = S.GeneratorConfig(num_samples=30, seed=0, tasks=("line",), max_chars=12, augment="none", image_size=256,
-                            heldout_fraction=0.1, prompts="fixed")
+    cfg = S.GeneratorConfig(
+        num_samples=30,
+        seed=0,
+        tasks=("line",),
+        max_chars=12,
+        augment="none",
+        image_size=256,
+        heldout_fraction=0.1,
+        prompts="fixed",
+    )
     S.generate_dataset(out, cfg, workers=1, progress=False, write_hf=False)
     records = _load(out, "train") + _load(out, "heldout")
     assert len(records) == 30 and not os.path.exists(os.path.join(out, "hf"))
@@ -245,7 +276,7 @@ def test_easy_mode_lines_are_short_clean_and_legible(tmp_path):
         text = r["text"]
         assert r["task"] == "line" and r["qa_types"] == ["full_ocr"]
         assert 1 <= len(text) <= 12 and r["conversations"][1]["value"] == text
-        q = r["conversations"][0]["value"][len("<image>\n"):]
+        q = r["conversations"][0]["value"][len("<image>\n") :]
         assert q == S.localize(first_q[r["language"]], r["language"])
         g = np.asarray(Image.open(os.path.join(out, r["image"])).convert("L"), np.int16)
         assert g.shape[1] <= 256
@@ -278,7 +309,9 @@ def test_region_questions_point_at_their_line():
         op = next(o for o in spec.scene.ops if isinstance(o, TextOp) and o.key == qas[0].box_key)
         assert abs(x0 * w - op.box[0]) <= 1 and abs(y1 * h - op.box[3]) <= 1
         assert op.text in qas[0].answer
-        crop = np.asarray(img.convert("L").crop((int(x0 * w), int(y0 * h), int(x1 * w) + 1, int(y1 * h) + 1)), np.int16)
+        crop = np.asarray(
+            img.convert("L").crop((int(x0 * w), int(y0 * h), int(x1 * w) + 1, int(y1 * h) + 1)), np.int16
+        )
         assert (np.abs(crop - np.median(np.asarray(img.convert("L")))) > 60).mean() > 0.03
         n += 1
     assert n >= 5
@@ -324,13 +357,34 @@ def test_missing_cjk_font_names_the_package(tmp_path, monkeypatch):
 
 def test_cli(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    rc = S.main(["--output", out, "--num-samples", "6", "--languages", "en,zh-Hant", "--tasks", "line,table",
-                 "--seed", "1", "--workers", "1", "--no-progress", "--no-hf"])
+    rc = S.main(
+        [
+            "--output",
+            out,
+            "--num-samples",
+            "6",
+            "--languages",
+            "en,zh-Hant",
+            "--tasks",
+            "line,table",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-hf",
+        ]
+    )
     assert rc == 0
     assert len(_load(out, "train")) + len(_load(out, "heldout")) == 6
     assert {r["language"] for r in _load(out, "train")} <= {"en", "zh-Hant"}
     # re-running into a folder written by the generator replaces it
-    assert S.main(["--output", out, "--num-samples", "4", "--tasks", "line", "--no-progress", "--no-hf", "--workers", "1"]) == 0
+    assert (
+        S.main(
+            ["--output", out, "--num-samples", "4", "--tasks", "line", "--no-progress", "--no-hf", "--workers", "1"]
+        )
+        == 0
+    )
     assert len(os.listdir(os.path.join(out, "images"))) == 4
     rc = S.main(["--output", out, "--languages", "fr", "--no-progress"])
     assert rc == 2 and "fr" in capsys.readouterr().err

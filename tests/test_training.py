@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _training_data import WORDS, dataset, record, render_word
 from safetensors.torch import load_file
 
-from _training_data import WORDS, dataset, record, render_word
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,14 @@ def _run(stage, model_dir, output_dir, train_dataset, model_overrides=None, call
     from ocr_mllm.training.pipeline import run_stage
 
     model_args = ModelArguments(model_name_or_path=str(model_dir), **(model_overrides or {}))
-    return run_stage(stage, model_args, DataArguments(), _args(stage, output_dir, **overrides),
-                     train_dataset=train_dataset, callbacks=callbacks)
+    return run_stage(
+        stage,
+        model_args,
+        DataArguments(),
+        _args(stage, output_dir, **overrides),
+        train_dataset=train_dataset,
+        callbacks=callbacks,
+    )
 
 
 def _losses(result):
@@ -97,11 +103,15 @@ def test_collator_string_contents_multi_turn_and_llava_style(processor):
         "images": [render_word("cat")],
     }
     batch = collator([example])
-    assert _decode_supervised(processor, batch["input_ids"][0], batch["labels"][0]) == "cat<|im_end|>cat again<|im_end|>"
+    assert (
+        _decode_supervised(processor, batch["input_ids"][0], batch["labels"][0]) == "cat<|im_end|>cat again<|im_end|>"
+    )
     assert int((batch["input_ids"] == processor.image_token_id).sum()) == processor.num_image_tokens(1)
     # string content without placeholder: the image goes before the first user text (TRL's rule)
-    plain = {"messages": [{"role": "user", "content": "Read."}, {"role": "assistant", "content": "x"}],
-             "images": [render_word("x")]}
+    plain = {
+        "messages": [{"role": "user", "content": "Read."}, {"role": "assistant", "content": "x"}],
+        "images": [render_word("x")],
+    }
     assert int((collator([plain])["input_ids"] == processor.image_token_id).sum()) == processor.num_image_tokens(1)
 
 
@@ -121,10 +131,16 @@ def test_max_length_never_cuts_an_image(processor):
 
     example = record("a fairly long answer that will not fit entirely", render_word("x"))
     full = OcrMllmDataCollator(processor, template="chat")([example])["input_ids"].shape[1]
-    image_end = int((OcrMllmDataCollator(processor)([example])["input_ids"][0] == processor.image_token_id)
-                    .nonzero().max()) + 1
-    prompt_len = len(processor(images=[render_word("x")], text=[
-        processor.apply_chat_template(example["messages"][:1], add_generation_prompt=True)])["input_ids"][0])
+    image_end = (
+        int((OcrMllmDataCollator(processor)([example])["input_ids"][0] == processor.image_token_id).nonzero().max())
+        + 1
+    )
+    prompt_len = len(
+        processor(
+            images=[render_word("x")],
+            text=[processor.apply_chat_template(example["messages"][:1], add_generation_prompt=True)],
+        )["input_ids"][0]
+    )
     # enough room for the prompt and part of the answer: only the text tail is cut
     cut = OcrMllmDataCollator(processor, template="chat", max_length=prompt_len + 3)([example])
     assert cut["input_ids"].shape[1] == prompt_len + 3 < full
@@ -172,7 +188,10 @@ def test_trl_fused_lm_head_loss_equals_the_model_loss(tiny_model_dir, processor)
 # ------------------------------------------------------------------------------------------------------------------
 def test_stage1_changes_only_resampler_and_projector(tiny_model_dir, tmp_path):
     result = _run("pretrain", tiny_model_dir, tmp_path / "s1", dataset(WORDS[:4]), max_steps=2, learning_rate=1e-2)
-    before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(tmp_path / "s1" / "model.safetensors")
+    before, after = (
+        load_file(Path(tiny_model_dir) / "model.safetensors"),
+        load_file(tmp_path / "s1" / "model.safetensors"),
+    )
     assert before.keys() == after.keys()
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     trainable = ("model.resampler.", "model.high_res_projector.")
@@ -183,7 +202,9 @@ def test_stage1_changes_only_resampler_and_projector(tiny_model_dir, tmp_path):
     summary = result.parameter_summary
     assert summary["language_model"]["trainable"] == 0 and summary["vision_tower"]["trainable"] == 0
     assert summary["high_res_downsampler"]["trainable"] == 0
-    assert summary["all"]["trainable"] == summary["resampler"]["trainable"] + summary["high_res_projector"]["trainable"]
+    assert (
+        summary["all"]["trainable"] == summary["resampler"]["trainable"] + summary["high_res_projector"]["trainable"]
+    )
     # the saved folder is complete and loads in a fresh process with trust_remote_code
     code = (
         "import sys; from transformers import AutoModelForImageTextToText, AutoProcessor\n"
@@ -192,8 +213,14 @@ def test_stage1_changes_only_resampler_and_projector(tiny_model_dir, tmp_path):
         "assert type(m).__module__.startswith('transformers_modules'), type(m).__module__\n"
         "print(m.generation_config.eos_token_id, p.image_token)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "<image>" in out.stdout
 
@@ -232,8 +259,12 @@ def live_tiny_dir(tmp_path_factory, processor):
     from ocr_mllm.building import PRESETS, build_tiny_folder
 
     high_res = {**PRESETS["tiny"]["high_res_vision_config"], "initializer_range": 0.02}
-    return build_tiny_folder(tmp_path_factory.mktemp("live") / "model", seed=0, tokenizer=processor.tokenizer,
-                             high_res_vision_config=high_res)
+    return build_tiny_folder(
+        tmp_path_factory.mktemp("live") / "model",
+        seed=0,
+        tokenizer=processor.tokenizer,
+        high_res_vision_config=high_res,
+    )
 
 
 def test_sft_loss_goes_down_and_overfits_eight_images(live_tiny_dir, tmp_path):
@@ -243,16 +274,31 @@ def test_sft_loss_goes_down_and_overfits_eight_images(live_tiny_dir, tmp_path):
     train = dataset(WORDS)
     # random towers stay frozen (trained from scratch at this learning rate their features collapse to a constant);
     # the Resampler, projector, downsampler and LLM learn to read their random features
-    result = _run("sft", live_tiny_dir, tmp_path / "s2", train, max_steps=400, learning_rate=3e-3,
-                  per_device_train_batch_size=8, lr_scheduler_type="cosine", warmup_steps=5, logging_steps=10,
-                  model_overrides={"train_downsampler": True})
+    result = _run(
+        "sft",
+        live_tiny_dir,
+        tmp_path / "s2",
+        train,
+        max_steps=400,
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
+        lr_scheduler_type="cosine",
+        warmup_steps=5,
+        logging_steps=10,
+        model_overrides={"train_downsampler": True},
+    )
     losses = _losses(result)
     assert losses[-1] < 0.1 * losses[0], losses
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "s2", trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "s2", trust_remote_code=True)
     prompt = processor.apply_chat_template(record("x", "i")["messages"][:1], add_generation_prompt=True)
-    inputs = processor(images=[render_word(w) for w in WORDS], text=[prompt] * len(WORDS), return_tensors="pt",
-                       padding=True, padding_side="left")
+    inputs = processor(
+        images=[render_word(w) for w in WORDS],
+        text=[prompt] * len(WORDS),
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     read = processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -263,13 +309,29 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_model_dir, tm
     from ocr_mllm.training.callbacks import StopAtStepCallback
 
     train = dataset(WORDS + WORDS[::-1])
-    common = dict(max_steps=6, learning_rate=5e-3, per_device_train_batch_size=2, lr_scheduler_type="cosine",
-                  save_strategy="steps", save_steps=3)
+    common = dict(
+        max_steps=6,
+        learning_rate=5e-3,
+        per_device_train_batch_size=2,
+        lr_scheduler_type="cosine",
+        save_strategy="steps",
+        save_steps=3,
+    )
     straight = _losses(_run("sft", tiny_model_dir, tmp_path / "straight", train, **common))
-    first = _losses(_run("sft", tiny_model_dir, tmp_path / "resumed", train, callbacks=[StopAtStepCallback(3)], **common))
+    first = _losses(
+        _run("sft", tiny_model_dir, tmp_path / "resumed", train, callbacks=[StopAtStepCallback(3)], **common)
+    )
     assert (tmp_path / "resumed" / "checkpoint-3").is_dir() and len(first) == 3
-    second = _losses(_run("sft", tiny_model_dir, tmp_path / "resumed", train,
-                          resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"), **common))
+    second = _losses(
+        _run(
+            "sft",
+            tiny_model_dir,
+            tmp_path / "resumed",
+            train,
+            resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"),
+            **common,
+        )
+    )
     assert len(straight) == 6 and len(second) == 6  # the resumed history starts with the checkpoint's 3 entries
     assert second[:3] == first
     assert second == pytest.approx(straight, rel=1e-5, abs=1e-6)
@@ -279,8 +341,15 @@ def test_lora_save_merge_load_matches_adapter_logits(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    _run("sft", tiny_model_dir, tmp_path / "lora", dataset(WORDS[:4]), max_steps=3, learning_rate=2e-2,
-         model_overrides={"use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0})
+    _run(
+        "sft",
+        tiny_model_dir,
+        tmp_path / "lora",
+        dataset(WORDS[:4]),
+        max_steps=3,
+        learning_rate=2e-2,
+        model_overrides={"use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+    )
     adapter = tmp_path / "lora"
     assert (adapter / "adapter_model.safetensors").exists() and (adapter / "processor_config.json").exists()
     adapter_keys = load_file(adapter / "adapter_model.safetensors").keys()
@@ -288,8 +357,19 @@ def test_lora_save_merge_load_matches_adapter_logits(tiny_model_dir, tmp_path):
     assert any("lora_A" in key for key in adapter_keys)
 
     merged_dir = tmp_path / "merged"
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "merge_lora.py"), "--adapter", str(adapter),
-                          "--output", str(merged_dir)], capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "merge_lora.py"),
+            "--adapter",
+            str(adapter),
+            "--output",
+            str(merged_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     processor = AutoProcessor.from_pretrained(merged_dir, trust_remote_code=True)
     prompt = processor.apply_chat_template(record("x", "i")["messages"][:1], add_generation_prompt=True)
@@ -319,10 +399,13 @@ def test_yaml_config_and_stage_defaults(tmp_path):
     from ocr_mllm.training.pipeline import parse_stage_args
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model_name_or_path: some/model\ndataset_name: [a.jsonl, b.jsonl]\nper_device_train_batch_size: 3\n"
-                      "use_peft: true\nlora_r: 8\n")
-    model_args, data_args, config = parse_stage_args("sft", ["--config", str(recipe), "--output_dir", str(tmp_path),
-                                                            "--lora_r", "16"])
+    recipe.write_text(
+        "model_name_or_path: some/model\ndataset_name: [a.jsonl, b.jsonl]\nper_device_train_batch_size: 3\n"
+        "use_peft: true\nlora_r: 8\n"
+    )
+    model_args, data_args, config = parse_stage_args(
+        "sft", ["--config", str(recipe), "--output_dir", str(tmp_path), "--lora_r", "16"]
+    )
     assert model_args.model_name_or_path == "some/model" and model_args.use_peft and model_args.lora_r == 16
     assert data_args.dataset_name == ["a.jsonl", "b.jsonl"] and config.per_device_train_batch_size == 3
     assert config.learning_rate == 2e-5 and config.max_length == 2048 and config.lr_scheduler_type == "cosine"
@@ -337,9 +420,23 @@ def test_trl_dataset_argument_names(tmp_path):
     stays as an alias of --dataset_name."""
     from ocr_mllm.training.pipeline import parse_stage_args
 
-    _, data_args, _ = parse_stage_args("sft", [
-        "--dataset_name", "org/lines", "--dataset_config", "zh", "--dataset_train_split", "validation",
-        "--eval_dataset", "held.jsonl", "--dataset_test_split", "test", "--output_dir", str(tmp_path)])
+    _, data_args, _ = parse_stage_args(
+        "sft",
+        [
+            "--dataset_name",
+            "org/lines",
+            "--dataset_config",
+            "zh",
+            "--dataset_train_split",
+            "validation",
+            "--eval_dataset",
+            "held.jsonl",
+            "--dataset_test_split",
+            "test",
+            "--output_dir",
+            str(tmp_path),
+        ],
+    )
     assert data_args.dataset_name == ["org/lines"] and data_args.dataset_config == "zh"
     assert data_args.dataset_train_split == "validation" and data_args.dataset_test_split == "test"
     _, data_args, _ = parse_stage_args("sft", ["--dataset", "a.jsonl", "b.jsonl", "--output_dir", str(tmp_path)])
@@ -350,11 +447,23 @@ def test_qlora_without_gpu_is_a_clear_error(tiny_model_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
     with pytest.raises(RuntimeError, match="CUDA"):
-        _run("sft", tiny_model_dir, tmp_path / "q", dataset(WORDS[:2]), max_steps=1,
-             model_overrides={"use_peft": True, "load_in_4bit": True})
+        _run(
+            "sft",
+            tiny_model_dir,
+            tmp_path / "q",
+            dataset(WORDS[:2]),
+            max_steps=1,
+            model_overrides={"use_peft": True, "load_in_4bit": True},
+        )
     with pytest.raises(ValueError, match="use_peft"):
-        _run("sft", tiny_model_dir, tmp_path / "q", dataset(WORDS[:2]), max_steps=1,
-             model_overrides={"load_in_4bit": True})
+        _run(
+            "sft",
+            tiny_model_dir,
+            tmp_path / "q",
+            dataset(WORDS[:2]),
+            max_steps=1,
+            model_overrides={"load_in_4bit": True},
+        )
 
 
 def test_push_to_hub_uploads_exactly_the_final_folder(tiny_model_dir, tmp_path, monkeypatch):
@@ -373,22 +482,41 @@ def test_push_to_hub_uploads_exactly_the_final_folder(tiny_model_dir, tmp_path, 
             from fnmatch import fnmatch
 
             calls["folder"] = folder_path
-            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir()
-                                    if p.is_file() and any(fnmatch(p.name, pattern) for pattern in allow_patterns))
+            calls["files"] = sorted(
+                p.name
+                for p in Path(folder_path).iterdir()
+                if p.is_file() and any(fnmatch(p.name, pattern) for pattern in allow_patterns)
+            )
             return "https://hub/commit"
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    _run("pretrain", tiny_model_dir, tmp_path / "pushed", dataset(WORDS[:2]), max_steps=1, push_to_hub=True,
-         hub_model_id="me/ocr-mllm-test", save_strategy="steps", save_steps=1)
+    _run(
+        "pretrain",
+        tiny_model_dir,
+        tmp_path / "pushed",
+        dataset(WORDS[:2]),
+        max_steps=1,
+        push_to_hub=True,
+        hub_model_id="me/ocr-mllm-test",
+        save_strategy="steps",
+        save_steps=1,
+    )
     assert calls["repo"] == "me/ocr-mllm-test" and calls["folder"] == str(tmp_path / "pushed")
-    for required in ("config.json", "model.safetensors", "generation_config.json", "modeling_ocr_mllm.py",
-                     "configuration_ocr_mllm.py", "processing_ocr_mllm.py", "tokenizer.json", "processor_config.json"):
+    for required in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "modeling_ocr_mllm.py",
+        "configuration_ocr_mllm.py",
+        "processing_ocr_mllm.py",
+        "tokenizer.json",
+        "processor_config.json",
+    ):
         assert required in calls["files"], calls["files"]
     assert not any(name.startswith(("checkpoint", "training_args")) for name in calls["files"])
 
 
 def test_train_throughput_bench_smoke(tmp_path):
-    sys.path.insert(0, str(REPO))
     from bench.train_throughput import main
 
     payload = main(["--quick", "--output-dir", str(tmp_path)])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _training_data import write_jsonl
 from safetensors.torch import load_file
 
-from _training_data import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
@@ -30,13 +30,42 @@ def mixed_jsonl(tmp_path_factory):
 
 def _launch(config: str, script: str, model_dir, dataset, output_dir, *extra, timeout=400):
     command = [
-        ACCELERATE, "launch", "--config_file", f"configs/accelerate/{config}.yaml", "--num_processes", "2",
-        script, "--model_name_or_path", str(model_dir), "--dataset", str(dataset), "--output_dir", str(output_dir),
-        "--max_steps", "3", "--per_device_train_batch_size", "1", "--train_sampling_strategy", "sequential",
-        "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true", *extra,
+        ACCELERATE,
+        "launch",
+        "--config_file",
+        f"configs/accelerate/{config}.yaml",
+        "--num_processes",
+        "2",
+        script,
+        "--model_name_or_path",
+        str(model_dir),
+        "--dataset",
+        str(dataset),
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "1",
+        "--train_sampling_strategy",
+        "sequential",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        *extra,
     ]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]

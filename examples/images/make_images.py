@@ -14,6 +14,7 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
+
 NOTO_CJK = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
 

@@ -20,6 +20,7 @@ from .synthetic import (
     iter_samples,
 )
 
+
 __all__ = [
     "LANGUAGES",
     "QA_TYPES",

@@ -31,6 +31,7 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import ImageFont
 
+
 # Script tags used below.
 LATIN = "latin"
 HANS = "hans"
@@ -57,15 +58,15 @@ _FONT_FILE = re.compile(r"\.(ttf|ttc|otf)$", re.IGNORECASE)
 FAMILY_SCRIPTS: Tuple[Tuple["re.Pattern[str]", FrozenSet[str]], ...] = tuple(
     (re.compile(pattern), frozenset(scripts))
     for pattern, scripts in (
-        (r"^DejaVu (Sans|Serif|Sans Mono)( Condensed)?$",        {LATIN}),
-        (r"^Liberation (Sans|Serif|Mono)$",                      {LATIN}),
-        (r"^Free(Sans|Serif|Mono)$",                             {LATIN}),
-        (r"^Noto (Sans|Serif|Sans Mono) CJK SC$",                {HANS, LATIN}),
-        (r"^Noto (Sans|Serif|Sans Mono) CJK TC$",                {HANT, LATIN}),
-        (r"^WenQuanYi (Zen Hei|Zen Hei Mono|Micro Hei)$",        {HANS, HANT, LATIN}),
-        (r"^AR PL (UKai|UMing) CN$",                             {HANS}),
-        (r"^AR PL (UKai|UMing) TW$",                             {HANT}),
-        (r"^LXGW WenKai$",                                       {HANS}),
+        (r"^DejaVu (Sans|Serif|Sans Mono)( Condensed)?$", {LATIN}),
+        (r"^Liberation (Sans|Serif|Mono)$", {LATIN}),
+        (r"^Free(Sans|Serif|Mono)$", {LATIN}),
+        (r"^Noto (Sans|Serif|Sans Mono) CJK SC$", {HANS, LATIN}),
+        (r"^Noto (Sans|Serif|Sans Mono) CJK TC$", {HANT, LATIN}),
+        (r"^WenQuanYi (Zen Hei|Zen Hei Mono|Micro Hei)$", {HANS, HANT, LATIN}),
+        (r"^AR PL (UKai|UMing) CN$", {HANS}),
+        (r"^AR PL (UKai|UMing) TW$", {HANT}),
+        (r"^LXGW WenKai$", {HANS}),
     )
 )
 
@@ -157,7 +158,9 @@ def faces_for_language(language: str) -> Tuple[FontFace, ...]:
     script = LANGUAGE_SCRIPTS[language]
     faces = tuple(f for f in discover_faces() if script in f.scripts)
     if not faces:
-        what = {LATIN: "Latin", HANS: "Simplified Chinese (a 'SC' face)", HANT: "Traditional Chinese (a 'TC' face)"}[script]
+        what = {LATIN: "Latin", HANS: "Simplified Chinese (a 'SC' face)", HANT: "Traditional Chinese (a 'TC' face)"}[
+            script
+        ]
         raise FontNotFoundError(
             f"No {what} font found for language {language!r} in {', '.join(_font_dirs())}. "
             f"Install the Debian package {SCRIPT_PACKAGES[script]}, e.g. "

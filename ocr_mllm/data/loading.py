@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+
 logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -109,7 +110,9 @@ class LoadReport:
         if self.skipped[problem.reason] <= MAX_LOGGED_PER_REASON:
             logger.warning("skipping %s", problem)
         elif self.skipped[problem.reason] == MAX_LOGGED_PER_REASON + 1:
-            logger.warning("more %r problems in %s are not logged one by one (see the summary)", problem.reason, self.source)
+            logger.warning(
+                "more %r problems in %s are not logged one by one (see the summary)", problem.reason, self.source
+            )
 
     def summary(self) -> str:
         head = f"{self.source}: loaded {self.num_loaded} of {self.num_records} records"
@@ -174,7 +177,9 @@ def _check_role_order(roles: Sequence[str]) -> None:
                 raise RecordError(WRONG_ROLE_ORDER, f"turn {i}: a system turn is only allowed first")
             continue
         if role != expected:
-            raise RecordError(WRONG_ROLE_ORDER, f"turn {i}: expected {expected!r}, got {role!r} (roles: {list(roles)})")
+            raise RecordError(
+                WRONG_ROLE_ORDER, f"turn {i}: expected {expected!r}, got {role!r} (roles: {list(roles)})"
+            )
         expected = "assistant" if role == "user" else "user"
     if not roles or roles[-1] != "assistant":
         raise RecordError(WRONG_ROLE_ORDER, f"the conversation must end with an assistant turn (roles: {list(roles)})")
@@ -217,7 +222,9 @@ def conversation_to_messages(conversation: Any, num_images: int) -> List[Dict[st
         raw_role, value = _turn_fields(turn, i)
         role = ROLE_MAP.get(raw_role.strip().lower())
         if role is None:
-            raise RecordError(UNKNOWN_ROLE, f"turn {i} has role {raw_role!r}; expected human/user, gpt/assistant or system")
+            raise RecordError(
+                UNKNOWN_ROLE, f"turn {i} has role {raw_role!r}; expected human/user, gpt/assistant or system"
+            )
         if value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value):
             raise RecordError(EMPTY_TURN, f"turn {i} ({raw_role}) is empty")
         blocks = _content_blocks(value, i)
@@ -225,7 +232,10 @@ def conversation_to_messages(conversation: Any, num_images: int) -> List[Dict[st
         if not blocks:
             raise RecordError(EMPTY_TURN, f"turn {i} ({raw_role}) has no text")
         if n_img and role != "user":
-            raise RecordError(IMAGE_COUNT_MISMATCH, f"turn {i} ({raw_role}) holds an {IMAGE_PLACEHOLDER} placeholder; only user turns may")
+            raise RecordError(
+                IMAGE_COUNT_MISMATCH,
+                f"turn {i} ({raw_role}) holds an {IMAGE_PLACEHOLDER} placeholder; only user turns may",
+            )
         n_placeholders += n_img
         roles.append(role)
         messages.append({"role": role, "content": blocks})
@@ -286,7 +296,9 @@ def _messages_features():
 
     return Features(
         {
-            "messages": List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}),
+            "messages": List(
+                {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+            ),
             "images": List(Image()),
         }
     )
@@ -339,7 +351,11 @@ def _iter_json_records(path: str, report: LoadReport, strict: bool) -> Iterator[
         data = data["data"]
     if not isinstance(data, list):
         report.num_records += 1
-        _problem(report, strict, Problem(name, "<whole file>", MALFORMED_RECORD, "top-level JSON value must be a list of records"))
+        _problem(
+            report,
+            strict,
+            Problem(name, "<whole file>", MALFORMED_RECORD, "top-level JSON value must be a list of records"),
+        )
         return
     for index, record in enumerate(data):
         report.num_records += 1
@@ -347,7 +363,11 @@ def _iter_json_records(path: str, report: LoadReport, strict: bool) -> Iterator[
             try:
                 record = json.loads(record)
             except json.JSONDecodeError as e:
-                _problem(report, strict, Problem(name, f"#{index}", BAD_JSON, f"record is a string that is not valid JSON: {e}"))
+                _problem(
+                    report,
+                    strict,
+                    Problem(name, f"#{index}", BAD_JSON, f"record is a string that is not valid JSON: {e}"),
+                )
                 continue
         yield f"#{index}", record
 
@@ -397,7 +417,9 @@ def _is_image_list_feature(feature) -> bool:
     return isinstance(feature, (List, Sequence)) and isinstance(feature.feature, Image)
 
 
-def _load_hf_dataset(ds, name: str, image_folder: Optional[str], strict: bool, verify_images: bool, report: LoadReport):
+def _load_hf_dataset(
+    ds, name: str, image_folder: Optional[str], strict: bool, verify_images: bool, report: LoadReport
+):
     """Validate and convert a ``datasets.Dataset`` with ``messages`` (TRL) or ``conversations`` (LLaVA) columns."""
     from datasets import Dataset
 
@@ -407,7 +429,9 @@ def _load_hf_dataset(ds, name: str, image_folder: Optional[str], strict: bool, v
     elif "conversations" in cols:
         conv_col = "conversations"
     else:
-        raise ValueError(f"{name}: dataset has neither a 'messages' nor a 'conversations' column (columns: {sorted(cols)})")
+        raise ValueError(
+            f"{name}: dataset has neither a 'messages' nor a 'conversations' column (columns: {sorted(cols)})"
+        )
     img_col = "images" if "images" in cols else ("image" if "image" in cols else None)
 
     keep_image_column = img_col == "images" and _is_image_list_feature(ds.features["images"])
@@ -445,7 +469,9 @@ def _load_hf_dataset(ds, name: str, image_folder: Optional[str], strict: bool, v
         out = ds.select(valid).select_columns(["images"])
         if out.features["images"] != features["images"]:
             out = out.cast_column("images", features["images"])
-        return out.add_column("messages", messages_col, feature=features["messages"]).select_columns(["messages", "images"])
+        return out.add_column("messages", messages_col, feature=features["messages"]).select_columns(
+            ["messages", "images"]
+        )
     return Dataset.from_dict({"messages": messages_col, "images": images_col}, features=features)
 
 
@@ -539,6 +565,8 @@ def load_training_dataset(
     else:
         logger.info("%s", report.summary())
     if report.num_loaded == 0:
-        raise ValueError(f"no valid training records: {report.summary()}" + (
-            f"; first problem: {report.problems[0]}" if report.problems else ""))
+        raise ValueError(
+            f"no valid training records: {report.summary()}"
+            + (f"; first problem: {report.problems[0]}" if report.problems else "")
+        )
     return (ds, report) if return_report else ds

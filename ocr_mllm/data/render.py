@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .fonts import FontFace, get_font
 
+
 RGB = Tuple[int, int, int]
 Box = Tuple[float, float, float, float]
 
@@ -91,9 +92,13 @@ def _background(bg: Background, w: int, h: int, noise_seed: int) -> Image.Image:
     if bg.kind == "gradient":
         n = h if bg.vertical else w
         t = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
-        ramp = (np.asarray(bg.color, np.float32)[None] * (1 - t) + np.asarray(bg.color2, np.float32)[None] * t)
+        ramp = np.asarray(bg.color, np.float32)[None] * (1 - t) + np.asarray(bg.color2, np.float32)[None] * t
         ramp = ramp.round().astype(np.uint8)
-        arr = np.broadcast_to(ramp[:, None, :], (h, w, 3)) if bg.vertical else np.broadcast_to(ramp[None, :, :], (h, w, 3))
+        arr = (
+            np.broadcast_to(ramp[:, None, :], (h, w, 3))
+            if bg.vertical
+            else np.broadcast_to(ramp[None, :, :], (h, w, 3))
+        )
         return Image.fromarray(np.ascontiguousarray(arr), "RGB")
     if bg.kind == "paper":
         rng = np.random.default_rng([noise_seed, 7])

@@ -53,6 +53,7 @@ from .render import (
 )
 from .text_sources import LANGUAGES, TextSource, localize
 
+
 TASKS = ("line", "page", "receipt", "form", "table", "scene")
 AUGMENT_LEVELS = ("none", "light", "full")
 QA_TYPES = ("full_ocr", "read_line", "read_region", "kv", "table_cell", "caption", "scene_attr")
@@ -73,8 +74,12 @@ FORMAT_VERSION = 1
 
 QUESTIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "full_ocr": {
-        "en": ("Read all the text in the image.", "What text is in this image?", "Transcribe the text in this image.",
-               "Please read the text in the image."),
+        "en": (
+            "Read all the text in the image.",
+            "What text is in this image?",
+            "Transcribe the text in this image.",
+            "Please read the text in the image.",
+        ),
         "zh": ("请读出图中的所有文字。", "图片里写了什么？", "识别图中的文字。", "请转写这张图片中的文字。"),
     },
     "read_line": {
@@ -94,7 +99,7 @@ QUESTIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
         "zh": ("收据上的日期是什么？", "这张收据是哪天开的？"),
     },
     "receipt_no": {
-        "en": ("What is the receipt number?", "What number is printed after \"{key}\"?"),
+        "en": ("What is the receipt number?", 'What number is printed after "{key}"?'),
         "zh": ("单号是多少？", "“{key}”后面的号码是什么？"),
     },
     "item_price": {
@@ -110,7 +115,7 @@ QUESTIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
         "zh": ("{key}是什么？", "“{key}”一栏填写的是什么？"),
     },
     "table_cell": {
-        "en": ("What is the {col} of {row}?", "In the table, what is in row \"{row}\", column \"{col}\"?"),
+        "en": ("What is the {col} of {row}?", 'In the table, what is in row "{row}", column "{col}"?'),
         "zh": ("表格中{row}的{col}是多少？", "表格里“{row}”这一行“{col}”列的内容是什么？"),
     },
     "caption": {
@@ -118,7 +123,7 @@ QUESTIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
         "zh": ("简要描述这张图片。", "用一句话描述这张图片。", "图中有什么？"),
     },
     "scene_colour": {
-        "en": ("What colour is the shape labeled \"{label}\"?",),
+        "en": ('What colour is the shape labeled "{label}"?',),
         "zh": ("标着“{label}”的图形是什么颜色？",),
     },
     "scene_word": {
@@ -135,7 +140,10 @@ RECEIPT_KEYS = {
     "total": ("Total", "合计"),
 }
 RECEIPT_THANKS = ("Thank you!", "谢谢惠顾")
-STORE_SUFFIX = (("Market", "Store", "Cafe", "Books", "Pharmacy", "Bakery"), ("超市", "商店", "便利店", "餐厅", "书店", "药房"))
+STORE_SUFFIX = (
+    ("Market", "Store", "Cafe", "Books", "Pharmacy", "Bakery"),
+    ("超市", "商店", "便利店", "餐厅", "书店", "药房"),
+)
 FORM_TITLES = (
     ("Registration Form", "Application Form", "Order Form", "Delivery Note", "Customer Information"),
     ("登记表", "申请表", "订货单", "送货单", "客户信息"),
@@ -333,7 +341,9 @@ class _Ctx:
         hi = max(lo, int(round(hi_frac * s)))
         return self.rng.randint(lo, hi)
 
-    def text_op(self, text: str, face: FontFace, size: int, x: float, y: float, fill, key: Optional[str] = None) -> TextOp:
+    def text_op(
+        self, text: str, face: FontFace, size: int, x: float, y: float, fill, key: Optional[str] = None
+    ) -> TextOp:
         if not face.supports(text):
             raise _Retry()
         op = TextOp(text, face, size, x, y, tuple(fill), key)
@@ -604,7 +614,9 @@ def _layout_receipt(ctx: _Ctx):
     subtotal = sum(item_cents)
     tax = int(round(subtotal * rng.choice((0.0, 0.05, 0.06, 0.08, 0.1))))
     total = subtotal + tax
-    price = lambda c: ctx.src.format_price(c, cur)
+
+    def price(c):
+        return ctx.src.format_price(c, cur)
 
     # rows: (left, right, align, bold, content, key)
     rows: List[Tuple[str, Optional[str], str, bool, bool, Optional[str]]] = []
@@ -661,7 +673,11 @@ def _layout_receipt(ctx: _Ctx):
     candidates = [
         QA("kv", ctx.question("total"), price(total)),
         QA("kv", ctx.question("date"), date),
-        QA("kv", ctx.question("receipt_no", key=keys["receipt_no"] if ctx.qzh else RECEIPT_KEYS["receipt_no"][0]), number),
+        QA(
+            "kv",
+            ctx.question("receipt_no", key=keys["receipt_no"] if ctx.qzh else RECEIPT_KEYS["receipt_no"][0]),
+            number,
+        ),
         QA("kv", ctx.question("store"), store),
     ]
     k = rng.randrange(len(item_names))
@@ -765,14 +781,18 @@ def _layout_table(ctx: _Ctx):
     words = ctx.src.distinct_words(rng, n_cols + n_rows, max_chars=6 if ctx.zh else 12)
     header, row_keys = words[:n_cols], words[n_cols:]
     kinds = [rng.choice(TABLE_COLUMN_KINDS) for _ in range(n_cols - 1)]
-    cells = [[rk] + [ctx.src.value(rng, k) if k != "word" else ctx.src.distinct_words(rng, 1, 10)[0] for k in kinds]
-             for rk in row_keys]
+    cells = [
+        [rk] + [ctx.src.value(rng, k) if k != "word" else ctx.src.distinct_words(rng, 1, 10)[0] for k in kinds]
+        for rk in row_keys
+    ]
     face = ctx.pick_face()
     bold = ctx.bold_of(face)
     size = ctx.size(0.026, 0.042)
     pad = size * rng.uniform(0.35, 0.7)
     lh = _line_height(face, size)
-    col_w = [max(_width(bold, size, header[c]), *(_width(face, size, r[c]) for r in cells)) + 2 * pad for c in range(n_cols)]
+    col_w = [
+        max(_width(bold, size, header[c]), *(_width(face, size, r[c]) for r in cells)) + 2 * pad for c in range(n_cols)
+    ]
     margin = rng.uniform(0.03, 0.08) * cfg.image_size
     w = int(math.ceil(sum(col_w) + 2 * margin))
     if w > cfg.image_size:
@@ -788,7 +808,9 @@ def _layout_table(ctx: _Ctx):
     ys = [margin + i * row_h for i in range(n_rows + 2)]
     for i, y in enumerate(ys):
         if grid == "full" or i in (0, 1, len(ys) - 1):
-            scene.ops.append(LineOp((xs[0], y, xs[-1], y), fill, 2 if i in (0, len(ys) - 1) and grid == "rules" else 1))
+            scene.ops.append(
+                LineOp((xs[0], y, xs[-1], y), fill, 2 if i in (0, len(ys) - 1) and grid == "rules" else 1)
+            )
     if grid == "full":
         for x in xs:
             scene.ops.append(LineOp((x, ys[0], x, ys[-1]), fill, 1))
@@ -820,8 +842,12 @@ def _layout_scene(ctx: _Ctx):
     size = ctx.size(0.045, 0.07)
     level = cfg.augment
     bg_colour = (255, 255, 255) if level == "none" else tuple(rng.randint(200, 255) for _ in range(3))
-    bg = Background("solid" if level != "full" or rng.random() < 0.6 else "gradient", bg_colour,
-                    tuple(min(255, c + rng.randint(-30, 30)) if c < 255 else c for c in bg_colour), rng.random() < 0.5)
+    bg = Background(
+        "solid" if level != "full" or rng.random() < 0.6 else "gradient",
+        bg_colour,
+        tuple(min(255, c + rng.randint(-30, 30)) if c < 255 else c for c in bg_colour),
+        rng.random() < 0.5,
+    )
     scene = Scene(w, h, bg)
     slot = w / n
     text_fill = (rng.randint(0, 50),) * 3
@@ -838,20 +864,27 @@ def _layout_scene(ctx: _Ctx):
         lw = _width(face, size, labels[i])
         if lw > slot * 0.95:
             raise _Retry()
-        scene.ops.append(ctx.text_op(labels[i], face, size, cx - lw / 2, box[3] + 0.15 * d, text_fill, key=f"label{i}"))
+        scene.ops.append(
+            ctx.text_op(labels[i], face, size, cx - lw / 2, box[3] + 0.15 * d, text_fill, key=f"label{i}")
+        )
         if scene.ops[-1].box[3] > h - 2:
             raise _Retry()
         described.append((colours[i], shapes[i], labels[i]))
     ctx.augment(scene, size)
     if ctx.qzh:
-        loc = lambda t: localize(t, ctx.lang)
+
+        def loc(t):
+            return localize(t, ctx.lang)
+
         items = [loc("标有“") + lab + loc("”的" + col[1] + shp[1]) for col, shp, lab in described]
         if n == 1:
             caption = loc("图中有一个") + items[0] + "。"
         else:
             caption = loc("图中从左到右依次是：") + "、".join(items[:-1]) + loc("和") + items[-1] + "。"
     else:
-        items = [f"{'an' if col[0][0] in 'aeiou' else 'a'} {col[0]} {shp[0]} labeled \"{lab}\"" for col, shp, lab in described]
+        items = [
+            f'{"an" if col[0][0] in "aeiou" else "a"} {col[0]} {shp[0]} labeled "{lab}"' for col, shp, lab in described
+        ]
         if n == 1:
             caption = items[0][0].upper() + items[0][1:] + "."
         else:
@@ -861,8 +894,11 @@ def _layout_scene(ctx: _Ctx):
         col, shp, lab = rng.choice(described)
         if rng.random() < 0.5:
             q = ctx.question("scene_colour", label=lab)
-            a = (localize("标着“", ctx.lang) + lab + localize(f"”的图形是{col[1]}的。", ctx.lang) if ctx.qzh
-                 else f"The shape labeled \"{lab}\" is {col[0]}.")
+            a = (
+                localize("标着“", ctx.lang) + lab + localize(f"”的图形是{col[1]}的。", ctx.lang)
+                if ctx.qzh
+                else f'The shape labeled "{lab}" is {col[0]}.'
+            )
         else:
             q = ctx.question("scene_word", colour=ctx.qloc(col[:2]), shape=ctx.qloc(shp))
             a = lab
@@ -898,7 +934,9 @@ def build_spec(cfg: GeneratorConfig, split: str, index: int, language: str, task
         except _Retry:
             continue
         scene.noise_seed = rng.getrandbits(63)
-        return SampleSpec(sample_id(cfg, split, index), split, index, language, task, scene, qas, text, content, attempt)
+        return SampleSpec(
+            sample_id(cfg, split, index), split, index, language, task, scene, qas, text, content, attempt
+        )
     raise RuntimeError(f"could not lay out sample {sample_id(cfg, split, index)} ({task}, {language}) after 200 tries")
 
 
@@ -1015,7 +1053,9 @@ def hf_features():
     return Features(
         {
             "id": Value("string"),
-            "messages": List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}),
+            "messages": List(
+                {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+            ),
             "images": List(Image()),
             "language": Value("string"),
             "task": Value("string"),
@@ -1064,7 +1104,10 @@ def write_hf_dataset(out_dir: str, fingerprint_seed: str) -> None:
                 continue
             fp = f"ocr_mllm_synth_{split}_{hash_str(fingerprint_seed + split):016x}"
             splits[split] = Dataset.from_generator(
-                _hf_rows, features=features, cache_dir=tmp, gen_kwargs={"json_path": json_path, "root": out_dir},
+                _hf_rows,
+                features=features,
+                cache_dir=tmp,
+                gen_kwargs={"json_path": json_path, "root": out_dir},
                 fingerprint=fp,
             )
         DatasetDict(splits).save_to_disk(os.path.join(out_dir, "hf"))
@@ -1123,7 +1166,9 @@ def generate_dataset(
         "format_version": FORMAT_VERSION,
         "config": asdict(cfg),
         "counts": {s: len(records[s]) for s in SPLITS},
-        "fonts": {lang: [f"{f.name} ({os.path.basename(f.path)}#{f.index})" for f in fs] for lang, fs in faces.items()},
+        "fonts": {
+            lang: [f"{f.name} ({os.path.basename(f.path)}#{f.index})" for f in fs] for lang, fs in faces.items()
+        },
     }
     with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, ensure_ascii=False, indent=1)
@@ -1178,17 +1223,38 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_csv, default=TASKS, help="comma-separated image kinds: " + ",".join(TASKS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout-fraction", type=float, default=0.1, help="fraction of samples in heldout.json")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="render processes (output does not depend on it)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="render processes (output does not depend on it)",
+    )
     p.add_argument("--max-chars", type=int, default=40, help="maximum characters per text line (line and page tasks)")
-    p.add_argument("--image-size", type=int, default=512, help="base image size in pixels (page width; maximum line width)")
+    p.add_argument(
+        "--image-size", type=int, default=512, help="base image size in pixels (page width; maximum line width)"
+    )
     p.add_argument("--augment", choices=AUGMENT_LEVELS, default="full", help="augmentation strength")
-    p.add_argument("--prompts", choices=PROMPT_STYLES, default="varied",
-                   help="question phrasing (blind: one question, English or Chinese at random, for every script)")
-    p.add_argument("--max-chars-cjk", type=int, default=None, help="longest Chinese line of the line task (default: --max-chars)")
-    p.add_argument("--fonts", choices=FONT_SPLITS, default="all",
-                   help="font families: all, seen (without UNSEEN_FONT_FAMILIES) or unseen (only those)")
-    p.add_argument("--cjk-characters", type=int, default=None,
-                   help="Chinese words from the N most frequent characters only (default: all common characters)")
+    p.add_argument(
+        "--prompts",
+        choices=PROMPT_STYLES,
+        default="varied",
+        help="question phrasing (blind: one question, English or Chinese at random, for every script)",
+    )
+    p.add_argument(
+        "--max-chars-cjk", type=int, default=None, help="longest Chinese line of the line task (default: --max-chars)"
+    )
+    p.add_argument(
+        "--fonts",
+        choices=FONT_SPLITS,
+        default="all",
+        help="font families: all, seen (without UNSEEN_FONT_FAMILIES) or unseen (only those)",
+    )
+    p.add_argument(
+        "--cjk-characters",
+        type=int,
+        default=None,
+        help="Chinese words from the N most frequent characters only (default: all common characters)",
+    )
     p.add_argument("--no-hf", action="store_true", help="do not write the HF dataset under OUTPUT/hf")
     p.add_argument("--overwrite", action="store_true", help="replace outputs in OUTPUT not written by this generator")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -1216,7 +1282,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg.validate()
         summary = generate_dataset(
-            args.output, cfg, workers=args.workers, progress=not args.no_progress, write_hf=not args.no_hf,
+            args.output,
+            cfg,
+            workers=args.workers,
+            progress=not args.no_progress,
+            write_hf=not args.no_hf,
             overwrite=args.overwrite,
         )
     except (ValueError, FileExistsError, RuntimeError) as e:

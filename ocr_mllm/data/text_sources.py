@@ -23,6 +23,7 @@ import re
 import zlib
 from typing import FrozenSet, List, Optional, Sequence, Tuple
 
+
 LANGUAGES = ("en", "zh-Hans", "zh-Hant")
 
 _CJK_WORD = re.compile(r"[\u4e00-\u9fff]+")
@@ -194,7 +195,9 @@ def vocabulary(
     heldout_set = set(train)
     heldout = [w for w in dict.fromkeys(heldout) if w not in heldout_set]
     if len(train) < 100 or len(heldout) < 10:
-        raise RuntimeError(f"vocabulary for {language} is too small ({len(train)} train / {len(heldout)} held-out words)")
+        raise RuntimeError(
+            f"vocabulary for {language} is too small ({len(train)} train / {len(heldout)} held-out words)"
+        )
     return tuple(train), tuple(heldout)
 
 
@@ -279,7 +282,9 @@ class TextSource:
                 return w
         raise RuntimeError(f"no {self.language} word of {min_chars}..{max_chars} characters")
 
-    def distinct_words(self, rng: random.Random, k: int, max_chars: int = 12, min_chars: Optional[int] = None) -> List[str]:
+    def distinct_words(
+        self, rng: random.Random, k: int, max_chars: int = 12, min_chars: Optional[int] = None
+    ) -> List[str]:
         """``k`` different content words (capitalised for English)."""
         out: List[str] = []
         for _ in range(k * 50):

@@ -22,6 +22,7 @@ from .generation import (
 from .images import load_image
 from .loading import InferenceSetupError, load_model_and_processor, resolve_device, resolve_dtype
 
+
 __all__ = [
     "ChatSession",
     "DEFAULT_MAX_NEW_TOKENS",

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine (pytest-xdist, other jobs) OpenMP
 # threads that spin-wait make each step 10-30x slower. Tests run the tiny model single-threaded.
-SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+SUBPROCESS_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TQDM_DISABLE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
 
 
 def subprocess_env() -> dict:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 from .generation import generate_batch, get_tokenizer
 from .images import load_images
 
+
 logger = logging.getLogger("ocr_mllm.inference")
 
 MAX_FAILED_IDS_KEPT = 1000
@@ -35,7 +36,9 @@ def read_done_ids(output_path: str, id_key: str = "id") -> set[str]:
         data = f.read()
         if data and not data.endswith(b"\n"):
             cut = data.rfind(b"\n") + 1
-            logger.warning("%s: dropping a partial last line (%d bytes) left by an interrupted run", output_path, len(data) - cut)
+            logger.warning(
+                "%s: dropping a partial last line (%d bytes) left by an interrupted run", output_path, len(data) - cut
+            )
             f.truncate(cut)
             data = data[:cut]
     # split on b"\n" only: str.splitlines() would also split inside records holding U+2028, U+0085, \x1c ..., so
@@ -89,7 +92,11 @@ def _image_size(img):
         return size
     shape = getattr(img, "shape", None)
     if shape is not None and len(shape) >= 2:
-        return (int(shape[1]), int(shape[0])) if len(shape) == 2 or shape[-1] in (1, 3, 4) else (int(shape[-1]), int(shape[-2]))
+        return (
+            (int(shape[1]), int(shape[0]))
+            if len(shape) == 2 or shape[-1] in (1, 3, 4)
+            else (int(shape[-1]), int(shape[-2]))
+        )
     return None
 
 
@@ -152,7 +159,14 @@ def run_batched_jsonl(
     out_dir = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(out_dir, exist_ok=True)
     done_ids = read_done_ids(output_path, id_key)
-    stats: dict[str, Any] = {"total": 0, "done": 0, "skipped_existing": 0, "failed": 0, "duplicates": 0, "failed_ids": []}
+    stats: dict[str, Any] = {
+        "total": 0,
+        "done": 0,
+        "skipped_existing": 0,
+        "failed": 0,
+        "duplicates": 0,
+        "failed_ids": [],
+    }
 
     def where(record, index) -> str:
         """The record's place for messages: ``file:line`` when the reader recorded it (``_where``), else its index."""
@@ -206,7 +220,9 @@ def run_batched_jsonl(
 
     def generate_items(items) -> list[tuple[int, dict, str | None, Exception | None]]:
         try:
-            texts = generate_batch(model, processor, [it[3] for it in items], [it[4] for it in items], **generation_kwargs)
+            texts = generate_batch(
+                model, processor, [it[3] for it in items], [it[4] for it in items], **generation_kwargs
+            )
             return [(it[1], it[2], t, None) for it, t in zip(items, texts)]
         except (KeyboardInterrupt, SystemExit):
             raise

@@ -13,13 +13,14 @@ import threading
 from typing import Any, Iterator
 
 from .generation import (
+    clean_text,
     generate_from_inputs,
     max_context_length,
     prepare_inputs,
     stream_from_inputs,
-    clean_text,
 )
 from .images import load_image
+
 
 logger = logging.getLogger("ocr_mllm.inference")
 
@@ -59,8 +60,15 @@ class ChatSession:
     ...     print(chunk, end="", flush=True)
     """
 
-    def __init__(self, model, processor, image=None, system_prompt: str | None = None,
-                 max_context_tokens: int | None = None, **generation_kwargs):
+    def __init__(
+        self,
+        model,
+        processor,
+        image=None,
+        system_prompt: str | None = None,
+        max_context_tokens: int | None = None,
+        **generation_kwargs,
+    ):
         self.model = model
         self.processor = processor
         self.system_prompt = system_prompt
@@ -143,7 +151,7 @@ class ChatSession:
         """The conversation so far as chat messages (TRL form)."""
         msgs: list[dict] = []
         for i, (user, reply) in enumerate(self.history):
-            content: list[dict[str, Any]] = ([{"type": "image"}] if i == 0 and self.image is not None else [])
+            content: list[dict[str, Any]] = [{"type": "image"}] if i == 0 and self.image is not None else []
             content.append({"type": "text", "text": user})
             msgs.append({"role": "user", "content": content})
             msgs.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})

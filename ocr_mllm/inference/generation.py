@@ -18,6 +18,7 @@ import torch
 
 from .images import load_images
 
+
 logger = logging.getLogger("ocr_mllm.inference")
 
 IM_END = "<|im_end|>"
@@ -213,7 +214,9 @@ def generate_from_inputs(model, processor, inputs, **generation_kwargs) -> list[
     return [clean_text(t, processor) for t in texts]
 
 
-def generate_batch(model, processor, conversations: Sequence[list], images: Sequence | None = None, **generation_kwargs) -> list[str]:
+def generate_batch(
+    model, processor, conversations: Sequence[list], images: Sequence | None = None, **generation_kwargs
+) -> list[str]:
     """Generate one answer per conversation.
 
     Args:
@@ -306,4 +309,6 @@ def stream_generate(
     Close the generator (or set ``stop_event``) to stop generation early.
     """
     inputs = prepare_inputs(model, processor, [messages], [list(images) if images is not None else []])
-    yield from stream_from_inputs(model, processor, inputs, stop_event=stop_event, timeout=timeout, **generation_kwargs)
+    yield from stream_from_inputs(
+        model, processor, inputs, stop_event=stop_event, timeout=timeout, **generation_kwargs
+    )

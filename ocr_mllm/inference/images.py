@@ -9,6 +9,7 @@ from typing import Any
 
 from image_processing_ocr_mllm import MAX_IMAGE_PIXELS, load_image
 
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "is_image_file", "load_image", "load_images"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+
 logger = logging.getLogger("ocr_mllm.inference")
 
 DTYPE_ALIASES = {
@@ -74,7 +75,7 @@ def resolve_model_source(path: str | os.PathLike, trust_remote_code: bool | None
       ``trust_remote_code=True`` (``--trust-remote-code``). ``None`` (the default) means "our folders only".
     Raises :class:`InferenceSetupError` naming the folder or file.
     """
-    from ocr_mllm.folders import FolderError, MODEL_CODE_FILES, check_model_folder, foreign_code_files
+    from ocr_mllm.folders import MODEL_CODE_FILES, FolderError, check_model_folder, foreign_code_files
 
     path = os.fspath(path)
     local = os.path.expanduser(path)
@@ -132,7 +133,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InferenceSetupError(f"--device {device} was asked for, but CUDA is not available on this machine; use --device cpu")
+        raise InferenceSetupError(
+            f"--device {device} was asked for, but CUDA is not available on this machine; use --device cpu"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InferenceSetupError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
@@ -150,11 +153,14 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return DTYPE_ALIASES[str(dtype).lower()]
     except KeyError:
-        raise InferenceSetupError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(sorted(DTYPE_ALIASES))}") from None
+        raise InferenceSetupError(
+            f"unknown dtype {dtype!r}; choose one of auto, {', '.join(sorted(DTYPE_ALIASES))}"
+        ) from None
 
 
-def quantization_config(load_in: str, compute_dtype: torch.dtype, device: torch.device,
-                        skip_modules=DEFAULT_QUANT_SKIP_MODULES):
+def quantization_config(
+    load_in: str, compute_dtype: torch.dtype, device: torch.device, skip_modules=DEFAULT_QUANT_SKIP_MODULES
+):
     """bitsandbytes 4-bit (NF4, double quantization) or 8-bit for the LLM; the vision side and lm_head stay in full
     precision. For inference and QLoRA training alike; raises InferenceSetupError without a CUDA GPU or bitsandbytes."""
     mode = str(load_in).lower().replace("-", "").replace("_", "")

@@ -3,6 +3,7 @@
 from .collator import IGNORE_INDEX, OcrMllmDataCollator, RecordError, filter_long_records, normalize_messages
 from .freezing import FreezePlan, apply_freeze_plan, format_parameter_summary, parameter_summary, stage_plan
 
+
 __all__ = [
     "IGNORE_INDEX",
     "OcrMllmDataCollator",

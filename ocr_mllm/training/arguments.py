@@ -13,20 +13,26 @@ from trl import SFTConfig
 class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Complete OCR-MLLM folder (scripts/build_model.py output, or the stage-1 output for stage 2)."},
+        metadata={
+            "help": "Complete OCR-MLLM folder (scripts/build_model.py output, or the stage-1 output for stage 2)."
+        },
     )
     model_revision: str | None = field(default=None, metadata={"help": "Hub revision of model_name_or_path."})
     dtype: str = field(
         default="auto",
-        metadata={"help": "Weights dtype when loading: auto (bf16 if --bf16 else fp32), float32, bfloat16, float16.",
-                  "choices": ["auto", "float32", "bfloat16", "float16"]},
+        metadata={
+            "help": "Weights dtype when loading: auto (bf16 if --bf16 else fp32), float32, bfloat16, float16.",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
     train_downsampler: bool = field(
         default=False,
-        metadata={"help": "Train the high-res stride-2 convs (Vary's net_2/net_3). Off by default because they come "
-                          "pretrained with the SAM encoder (Vary / GOT-OCR2); turn it on when the high-res encoder came "
-                          "without them (plain SAM) or the model starts from random weights."},
+        metadata={
+            "help": "Train the high-res stride-2 convs (Vary's net_2/net_3). Off by default because they come "
+            "pretrained with the SAM encoder (Vary / GOT-OCR2); turn it on when the high-res encoder came "
+            "without them (plain SAM) or the model starts from random weights."
+        },
     )
     unfreeze_vision_tower: bool = field(default=False, metadata={"help": "Also train the low-res ViT."})
     unfreeze_high_res_vision_tower: bool = field(default=False, metadata={"help": "Also train the SAM encoder."})
@@ -39,7 +45,9 @@ class ModelArguments:
         default=None,
         metadata={"help": "Linear layer names to adapt inside the LLM (default: every linear layer of the LLM)."},
     )
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the LLM in 4 bit (needs bitsandbytes + CUDA)."})
+    load_in_4bit: bool = field(
+        default=False, metadata={"help": "QLoRA: load the LLM in 4 bit (needs bitsandbytes + CUDA)."}
+    )
     load_in_8bit: bool = field(default=False, metadata={"help": "Load the LLM in 8 bit (needs bitsandbytes + CUDA)."})
 
 
@@ -49,10 +57,12 @@ class DataArguments:
     # --dataset stays as an alias of --dataset_name
     dataset_name: list[str] | None = field(
         default=None,
-        metadata={"help": "Training data: JSON/JSONL files (TRL messages/images or LLaVA conversations/image form), "
-                          "datasets saved with save_to_disk, generator folders or Hub dataset ids, read by "
-                          "ocr_mllm.data.load_training_dataset. Several are concatenated.",
-                  "aliases": ["--dataset"]},
+        metadata={
+            "help": "Training data: JSON/JSONL files (TRL messages/images or LLaVA conversations/image form), "
+            "datasets saved with save_to_disk, generator folders or Hub dataset ids, read by "
+            "ocr_mllm.data.load_training_dataset. Several are concatenated.",
+            "aliases": ["--dataset"],
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of a Hub dataset."})
     dataset_train_split: str = field(
@@ -63,17 +73,23 @@ class DataArguments:
         default="heldout",
         metadata={"help": "Split of --eval_dataset read from generator folders (heldout.json) / Hub datasets."},
     )
-    image_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths are relative to."})
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths are relative to."}
+    )
     template: str | None = field(
         default=None,
-        metadata={"help": "plain (stage-1 default: <image>+caption) or chat (stage-2 default: ChatML, assistant-only loss)",
-                  "choices": [None, "plain", "chat"]},
+        metadata={
+            "help": "plain (stage-1 default: <image>+caption) or chat (stage-2 default: ChatML, assistant-only loss)",
+            "choices": [None, "plain", "chat"],
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training records."})
     filter_long_records: bool = field(
         default=True,
-        metadata={"help": "Check every record before training and drop (with a logged reason) those that cannot fit "
-                          "max_length without cutting an image, have no answer, or have unreadable images."},
+        metadata={
+            "help": "Check every record before training and drop (with a logged reason) those that cannot fit "
+            "max_length without cutting an image, have no answer, or have unreadable images."
+        },
     )
 
 
@@ -95,7 +111,9 @@ class OcrMllmTrainingConfig(SFTConfig):
     (remove_unused_columns False, skip_prepare_dataset)."""
 
     report_to: None | str | list[str] = field(default_factory=lambda: ["tensorboard"])
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: on when CUDA supports it)."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision (default: on when CUDA supports it)."}
+    )
     lr_scheduler_type: str = field(default="cosine")
     warmup_ratio: float = field(default=0.03)
     weight_decay: float = field(default=0.0)
@@ -106,7 +124,9 @@ class OcrMllmTrainingConfig(SFTConfig):
     remove_unused_columns: bool = field(default=False)
     ddp_find_unused_parameters: bool | None = field(
         default=False,
-        metadata={"help": "Not needed: the model runs both towers (×0) on text-only batches, so every parameter is used."},
+        metadata={
+            "help": "Not needed: the model runs both towers (×0) on text-only batches, so every parameter is used."
+        },
     )
     gradient_checkpointing: bool = field(default=False)
     dataloader_num_workers: int = field(default=0)

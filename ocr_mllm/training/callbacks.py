@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from .freezing import format_parameter_summary, parameter_summary
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,7 +37,9 @@ class TimeBudgetCallback(TrainerCallback):
     schedule whatever the machine's speed (set ``max_steps`` to an upper bound). Single-process runs only: ranks
     would disagree on the clock."""
 
-    def __init__(self, seconds: float | None, time_schedule: bool = False, warmup_steps: int = 0, min_ratio: float = 0.0):
+    def __init__(
+        self, seconds: float | None, time_schedule: bool = False, warmup_steps: int = 0, min_ratio: float = 0.0
+    ):
         self.seconds = seconds
         self.time_schedule = time_schedule and seconds is not None
         self.warmup_steps = warmup_steps

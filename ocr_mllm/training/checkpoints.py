@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ocr_mllm.folders import checkpoint_problem
 
+
 logger = logging.getLogger("ocr_mllm.training")
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -55,8 +56,10 @@ def resolve_resume_checkpoint(value, output_dir: str | os.PathLike) -> str | Non
             logger.warning("not resuming from %s, it is incomplete (a crash during the save?): %s", bad, why)
         if path is None:
             detail = f"; incomplete: {', '.join(p.name for p, _ in skipped)}" if skipped else ""
-            raise CheckpointError(f"--resume_from_checkpoint {value}: no complete checkpoint in {output_dir}{detail} "
-                                  "(drop the flag to start a new run)")
+            raise CheckpointError(
+                f"--resume_from_checkpoint {value}: no complete checkpoint in {output_dir}{detail} "
+                "(drop the flag to start a new run)"
+            )
         logger.info("resuming from %s", path)
         return str(path)
     path = Path(value)

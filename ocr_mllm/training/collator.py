@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -142,7 +143,9 @@ class OcrMllmDataCollator:
     def _render(self, messages, add_generation_prompt=False) -> str:
         if not messages:
             return ""
-        return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        return self.processor.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
 
     def chat_segments(self, messages: list[dict]) -> list[tuple[str, bool]]:
         """Render with the processor's chat template turn by turn; assistant bodies are supervised."""
@@ -341,5 +344,8 @@ def filter_long_records(dataset, collator: OcrMllmDataCollator, num_proc: int | 
 def _log_reasons(reasons: Counter, total: int, log):
     if reasons:
         log.warning(
-            "Skipped %d of %d records: %s", sum(reasons.values()), total, "; ".join(f"{n}× {r}" for r, n in reasons.items())
+            "Skipped %d of %d records: %s",
+            sum(reasons.values()),
+            total,
+            "; ".join(f"{n}× {r}" for r, n in reasons.items()),
         )

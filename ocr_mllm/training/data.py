@@ -9,11 +9,14 @@ import datasets
 from ocr_mllm.data import load_training_dataset
 
 
-def load_datasets(sources: list[str] | None, image_root: str | None = None, split: str = "train",
-                  hub_config: str | None = None) -> datasets.Dataset | None:
+def load_datasets(
+    sources: list[str] | None, image_root: str | None = None, split: str = "train", hub_config: str | None = None
+) -> datasets.Dataset | None:
     """Each source through `load_training_dataset`, concatenated; None without sources."""
     if not sources:
         return None
-    parts = [load_training_dataset(source, image_folder=image_root, split=split, hub_config=hub_config)
-             for source in sources]
+    parts = [
+        load_training_dataset(source, image_folder=image_root, split=split, hub_config=hub_config)
+        for source in sources
+    ]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

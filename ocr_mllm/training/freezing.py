@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 logger = logging.getLogger(__name__)
 
 COMPONENTS = OrderedDict(

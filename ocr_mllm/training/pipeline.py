@@ -29,6 +29,7 @@ from .data import load_datasets
 from .freezing import apply_freeze_plan, format_parameter_summary, parameter_summary, stage_plan
 from .save import push_folder, save_final_model
 
+
 logger = logging.getLogger("ocr_mllm.training")
 
 STAGE_CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}
@@ -50,8 +51,11 @@ def _check_quantization(model_args: ModelArguments):
         raise ValueError("--load_in_4bit / --load_in_8bit train adapters only: add --use_peft (QLoRA)")
     from ocr_mllm.inference.loading import quantization_config
 
-    return quantization_config("4bit" if model_args.load_in_4bit else "8bit", torch.bfloat16, torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"))
+    return quantization_config(
+        "4bit" if model_args.load_in_4bit else "8bit",
+        torch.bfloat16,
+        torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+    )
 
 
 def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmTrainingConfig):
@@ -66,7 +70,9 @@ def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmT
 
     # this project's local folders are trusted; a Hub id or foreign Python files need SFTConfig's --trust_remote_code
     try:  # a damaged folder or foreign code: one line naming the folder or file, not a traceback
-        _, trust = resolve_model_source(model_args.model_name_or_path, True if training_args.trust_remote_code else None)
+        _, trust = resolve_model_source(
+            model_args.model_name_or_path, True if training_args.trust_remote_code else None
+        )
     except InferenceSetupError as exc:
         raise FolderError(str(exc)) from None
     kwargs = {"trust_remote_code": trust, "dtype": DTYPE_ALIASES[dtype], "revision": model_args.model_revision}
@@ -87,7 +93,9 @@ def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmT
 
 
 def _is_deepspeed(training_args) -> bool:
-    return bool(getattr(training_args, "deepspeed", None)) or getattr(training_args, "deepspeed_plugin", None) is not None
+    return (
+        bool(getattr(training_args, "deepspeed", None)) or getattr(training_args, "deepspeed_plugin", None) is not None
+    )
 
 
 def lora_config(model, model_args: ModelArguments, plan):
@@ -96,8 +104,13 @@ def lora_config(model, model_args: ModelArguments, plan):
 
     names = model_args.lora_target_modules
     if not names:
-        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.model.language_model.named_modules()
-                        if isinstance(module, torch.nn.Linear)})
+        names = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.model.language_model.named_modules()
+                if isinstance(module, torch.nn.Linear)
+            }
+        )
     target = r"model\.language_model\..*\.(" + "|".join(names) + r")"
     modules_to_save = ["resampler", "high_res_projector"]
     if getattr(model, "ctc_head", None) is not None:
@@ -195,20 +208,26 @@ def run_stage(
         processor,
         template=data_args.template or STAGE_TEMPLATES[stage],
         max_length=training_args.max_length,
-        pad_to_multiple_of=training_args.pad_to_multiple_of if isinstance(training_args.pad_to_multiple_of, int) else None,
+        pad_to_multiple_of=training_args.pad_to_multiple_of
+        if isinstance(training_args.pad_to_multiple_of, int)
+        else None,
     )
     if train_dataset is None:
-        train_dataset = load_datasets(data_args.dataset_name, data_args.image_root, data_args.dataset_train_split,
-                                      data_args.dataset_config)
+        train_dataset = load_datasets(
+            data_args.dataset_name, data_args.image_root, data_args.dataset_train_split, data_args.dataset_config
+        )
     if train_dataset is None:
         raise ValueError("No training data: pass --dataset_name (or --dataset)")
     if eval_dataset is None and data_args.eval_dataset:
-        eval_dataset = load_datasets(data_args.eval_dataset, data_args.image_root, data_args.dataset_test_split,
-                                     data_args.dataset_config)
+        eval_dataset = load_datasets(
+            data_args.eval_dataset, data_args.image_root, data_args.dataset_test_split, data_args.dataset_config
+        )
     if data_args.max_train_samples:
         train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
     if data_args.filter_long_records:
-        train_dataset = filter_long_records(train_dataset, collator, num_proc=training_args.dataset_num_proc, log=logger)
+        train_dataset = filter_long_records(
+            train_dataset, collator, num_proc=training_args.dataset_num_proc, log=logger
+        )
         if eval_dataset is not None:
             eval_dataset = filter_long_records(eval_dataset, collator, log=logger)
 
@@ -229,8 +248,12 @@ def run_stage(
         save_final_model(trainer, processor, training_args.output_dir)
         if push_to_hub and trainer.accelerator.is_main_process:
             repo_id = hub_model_id or Path(training_args.output_dir).name
-            url = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
-                              private=training_args.hub_private_repo)
+            url = push_folder(
+                training_args.output_dir,
+                repo_id,
+                token=training_args.hub_token,
+                private=training_args.hub_private_repo,
+            )
             logger.info("Pushed %s to %s", training_args.output_dir, url)
     result = TrainingResult(
         output_dir=str(training_args.output_dir),

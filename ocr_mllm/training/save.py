@@ -11,14 +11,24 @@ from pathlib import Path
 from ocr_mllm.building import save_model_folder
 from ocr_mllm.folders import MODEL_CODE_FILES
 
+
 logger = logging.getLogger(__name__)
 
 CODE_FILES = MODEL_CODE_FILES
 # What a complete model folder holds besides weights (the files `push_folder` uploads)
 FOLDER_PATTERNS = [
-    "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "tokenizer*",
-    "special_tokens_map.json", "chat_template.*", "preprocessor_config.json", "processor_config.json",
-    "*_ocr_mllm.py", "adapter_config.json", "README.md",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template.*",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "*_ocr_mllm.py",
+    "adapter_config.json",
+    "README.md",
 ]
 
 
@@ -63,8 +73,11 @@ def save_final_model(trainer, processor, output_dir: str | Path) -> Path:
             if state_dict is not None:
                 expected = set(model.state_dict())
                 if set(state_dict) != expected:
-                    logger.warning("Gathered ZeRO-3 weights differ from the model's keys: missing %s, extra %s",
-                                   sorted(expected - set(state_dict))[:5], sorted(set(state_dict) - expected)[:5])
+                    logger.warning(
+                        "Gathered ZeRO-3 weights differ from the model's keys: missing %s, extra %s",
+                        sorted(expected - set(state_dict))[:5],
+                        sorted(set(state_dict) - expected)[:5],
+                    )
                 original = model.save_pretrained
 
                 def save_with_gathered_weights(directory, *args, **kwargs):
@@ -85,8 +98,13 @@ def save_final_model(trainer, processor, output_dir: str | Path) -> Path:
     return output_dir
 
 
-def push_folder(folder: str | Path, repo_id: str, token: str | None = None, private: bool | None = None,
-                commit_message: str = "Upload OCR-MLLM model") -> str:
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload OCR-MLLM model",
+) -> str:
     """Create `repo_id` if needed and upload the model files of `folder` (no checkpoints, logs or trainer state)."""
     from huggingface_hub import HfApi
 
