@@ -35,6 +35,8 @@ import torch  # noqa: E402
 
 
 LANGUAGES = ("en", "zh-Hans", "zh-Hant")
+DEV_SAMPLES = 60  # held-out lines (unseen words) kept apart from the test lines to choose the decoding weight
+CTC_DECODING_WEIGHTS = (0.0, 0.3, 0.5, 0.8)
 QUESTIONS = {"en": "Read all the text in the image.", "zh": "请读出图中的所有文字。"}
 print = functools.partial(print, flush=True)  # noqa: A001
 logger = logging.getLogger("quickstart")
@@ -111,7 +113,7 @@ def make_data(out: Path, args, num_samples: int) -> Path:
         languages=LANGUAGES,
         tasks=("line",),
         seed=args.seed,
-        heldout_fraction=args.eval_samples / num_samples,
+        heldout_fraction=(args.eval_samples + DEV_SAMPLES) / num_samples,
         max_chars=args.max_chars,
         max_chars_cjk=args.max_chars_cjk,
         augment=args.augment,
@@ -185,6 +187,38 @@ def evaluate(model_dir: Path, records: list[dict], data_dir: Path, question: str
         for name, key in (("generated", "prediction"), ("llm", "llm_prediction"), ("ctc", "ctc_prediction"))
     }
     return tables, rows
+
+
+def choose_ctc_decoding_weight(model_dir: Path, records: list[dict], data_dir: Path, device: str) -> float:
+    """The joint CTC/attention decoding λ with the lowest CER on `records` (dev lines: held-out words, not the test
+    lines), written into the model folder's config.json. 0 for a model without a CTC head. Which λ wins depends on
+    how far each path has come: a CTC head still on its blank plateau would make every answer empty."""
+    from ocr_mllm.inference import generate_batch, load_model_and_processor
+    from ocr_mllm.text_metrics import reading_scores
+
+    model, processor = load_model_and_processor(str(model_dir), device=device, dtype="float32")
+    if getattr(model, "ctc_head", None) is None or not records:
+        return float(getattr(model.config, "ctc_decoding_weight", 0.0))
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS["en"]}]}]
+    images = [[str(data_dir / record["image"])] for record in records]
+    cer = {}
+    for weight in CTC_DECODING_WEIGHTS:
+        with torch.inference_mode():
+            answers = generate_batch(
+                model, processor, [conversation] * len(records), images, max_new_tokens=96, ctc_decoding_weight=weight
+            )
+        cer[weight] = reading_scores(zip(answers, [record["text"] for record in records]))["cer"]
+    best = min(CTC_DECODING_WEIGHTS, key=lambda weight: (cer[weight], weight))
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["ctc_decoding_weight"] = best
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(
+        "[decoding] dev CER by joint CTC/attention weight λ: "
+        + ", ".join(f"{w:g}: {100 * c:.1f} %" for w, c in cer.items())
+        + f" → λ = {best:g}"
+    )
+    return best
 
 
 def ctc_readings(model, processor, images: list) -> list[str]:
@@ -366,7 +400,7 @@ def main(argv=None):
     timings["tokenizer_and_model_s"] = time.perf_counter() - t
     print(f"[model] {args.preset}: vocabulary {len(tokenizer)}")
 
-    eval_reserve = 90 if args.device == "cpu" else 30
+    eval_reserve = 150 if args.device == "cpu" else 45  # λ choice on dev lines + the tables + the streamed answer
     seconds = max(30.0, args.minutes * 60 - (time.perf_counter() - t_start) - eval_reserve)
     result, timings["train_s"] = train(base_dir, output / "model", train_dataset, args, seconds)
 
@@ -376,6 +410,8 @@ def main(argv=None):
         per_language[record["language"]].append(record)
     quota = max(1, args.eval_samples // len(LANGUAGES))
     eval_records = [r for language in LANGUAGES for r in per_language[language][:quota]]
+    dev_records = [r for language in LANGUAGES for r in per_language[language][quota:]][:DEV_SAMPLES]
+    weight = choose_ctc_decoding_weight(output / "model", dev_records, data_dir, args.device)
     tables, rows = evaluate(output / "model", eval_records, data_dir, QUESTIONS["en"], args.device)
     print(
         f"\nHeld-out lines, question {QUESTIONS['en']!r} (generated answers; the LLM alone and the CTC head "
@@ -390,6 +426,7 @@ def main(argv=None):
 
     timings["total_s"] = time.perf_counter() - t_start
     results = {
+        "ctc_decoding_weight": weight,
         "table": tables["generated"],
         "llm_table": tables["llm"],
         "ctc_table": tables["ctc"],
