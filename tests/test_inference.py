@@ -90,9 +90,9 @@ def test_quantization_config_and_skip_patterns(model_and_processor, monkeypatch)
 
     monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(InferenceSetupError, match="pip install bitsandbytes"):
-        loading._quantization_config("8bit", torch.bfloat16, torch.device("cuda"), [])
+        loading.quantization_config("8bit", torch.bfloat16, torch.device("cuda"), [])
     monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: object())
-    config = loading._quantization_config(
+    config = loading.quantization_config(
         "4bit", torch.bfloat16, torch.device("cuda"), loading.DEFAULT_QUANT_SKIP_MODULES
     )
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"

@@ -25,7 +25,7 @@ def tricky_images(tmp_path):
     transparent.putalpha(mask)  # opaque black where the text is, transparent elsewhere
     transparent.save(tmp_path / "transparent.png")
     page = np.where(np.asarray(mask) > 0, 0, 65535).astype(np.uint16)
-    Image.fromarray(page, mode="I;16").save(tmp_path / "scan16.png")
+    Image.fromarray(page).save(tmp_path / "scan16.png")  # uint16 → mode I;16
     expected = Image.merge("RGB", [Image.eval(mask, lambda v: 255 - v)] * 3)
     expected.save(tmp_path / "expected.png")
     return [tmp_path / "transparent.png", tmp_path / "scan16.png"], tmp_path / "expected.png"

@@ -128,7 +128,9 @@ class OcrMllmTrainingConfig(SFTConfig):
             "help": "Not needed: the model runs both towers (×0) on text-only batches, so every parameter is used."
         },
     )
-    gradient_checkpointing: bool = field(default=False)
+    # transformers 5.24's name; TRL's SFTConfig turns the deprecated alias gradient_checkpointing on by default
+    activation_checkpointing: bool | None = field(default=False)
+    gradient_checkpointing: bool | None = field(default=None)
     dataloader_num_workers: int = field(default=0)
 
     def __post_init__(self):

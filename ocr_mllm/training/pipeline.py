@@ -201,7 +201,9 @@ def run_stage(
     if model_args.load_in_4bit or model_args.load_in_8bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=training_args.activation_checkpointing
+        )
         apply_freeze_plan(model, plan)
 
     collator = OcrMllmDataCollator(
