@@ -75,3 +75,22 @@ def train_reading_model(folder: Path, images: list[Path], max_steps: int = 400) 
         raise RuntimeError(f"the tiny reader did not learn to read its {len(WORDS)} images in {max_steps} steps")
     model.eval()
     return save_model_folder(model, processor, folder / "model")
+
+
+def write_ocrbench_folder(folder: Path, images: list, answers: list[str]) -> Path:
+    """An OCRBench-format folder (OCRBench.json, one recognition question per image) for eval's batch tests."""
+    import json
+
+    entries = [
+        {
+            "id": index,
+            "dataset_name": "IIIT5K",
+            "question": QUESTION,
+            "answers": [answer],
+            "type": "Regular Text Recognition",
+            "image_path": str(image),
+        }
+        for index, (image, answer) in enumerate(zip(images, answers))
+    ]
+    (folder / "OCRBench.json").write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    return folder

@@ -3,7 +3,7 @@ an OCRBench-format folder of its word images scores every question at batch 8, t
 
 import json
 
-from tests._reading_model import QUESTION
+from tests._reading_model import write_ocrbench_folder
 
 
 def test_batched_eval_reads_every_image(reading_model, tmp_path):
@@ -11,18 +11,7 @@ def test_batched_eval_reads_every_image(reading_model, tmp_path):
 
     folder, images, words = reading_model
     order = [5, 2, 7, 0, 3, 6, 1, 4, 2, 5]
-    entries = [
-        {
-            "id": i,
-            "dataset_name": "IIIT5K",
-            "question": QUESTION,
-            "answers": [words[k]],
-            "type": "Regular Text Recognition",
-            "image_path": str(images[k]),
-        }
-        for i, k in enumerate(order)
-    ]
-    (tmp_path / "OCRBench.json").write_text(json.dumps(entries))
+    write_ocrbench_folder(tmp_path, [images[k] for k in order], [words[k] for k in order])
     predictions = {}
     for batch_size in (8, 1):
         out = tmp_path / f"out{batch_size}"
