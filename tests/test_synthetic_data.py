@@ -397,3 +397,26 @@ def test_refuses_to_clobber_foreign_files(tmp_path):
         S.generate_dataset(str(tmp_path), cfg, progress=False, write_hf=False)
     S.generate_dataset(str(tmp_path), cfg, progress=False, write_hf=False, overwrite=True)
     assert len(_load(str(tmp_path), "train")) == 2
+
+
+@pytest.mark.parametrize("fonts", ["seen", "unseen"])
+def test_font_split_keeps_the_unseen_families_out_of_training(fonts):
+    """`fonts="seen"` (training data) never draws with UNSEEN_FONT_FAMILIES; `unseen` (the benchmark's other half)
+    only with them; meta.json lists the faces of the split."""
+    from ocr_mllm.data.render import TextOp
+
+    cfg = S.GeneratorConfig(
+        num_samples=60,
+        languages=("en", "zh-Hans", "zh-Hant"),
+        tasks=("line",),
+        seed=3,
+        fonts=fonts,
+        augment="none",
+        max_chars_cjk=8,
+    )
+    families = {op.face.family for spec in S.iter_specs(cfg) for op in spec.scene.ops if isinstance(op, TextOp)}
+    assert families
+    if fonts == "seen":
+        assert not families & set(S.UNSEEN_FONT_FAMILIES)
+    else:
+        assert families <= set(S.UNSEEN_FONT_FAMILIES)

@@ -1166,8 +1166,9 @@ def generate_dataset(
         "format_version": FORMAT_VERSION,
         "config": asdict(cfg),
         "counts": {s: len(records[s]) for s in SPLITS},
-        "fonts": {
-            lang: [f"{f.name} ({os.path.basename(f.path)}#{f.index})" for f in fs] for lang, fs in faces.items()
+        "fonts": {  # the faces lines were drawn with (the font split applied)
+            lang: [f"{f.name} ({os.path.basename(f.path)}#{f.index})" for f in _language_faces(lang, cfg.fonts)]
+            for lang in faces
         },
     }
     with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
