@@ -326,10 +326,16 @@ def test_cli_score_only_subprocess(tmp_path):
     assert bad.returncode == 2 and "error:" in bad.stderr
 
 
-def test_cli_requires_model_or_predictions(tmp_path, capsys):
+def test_cli_without_model_uses_the_built_in_reader_and_says_when_it_is_missing(tmp_path, capsys, monkeypatch):
+    """No --model and no predictions: the built-in reader (tests/test_shipped_reader.py runs it); a checkout without
+    it gets one line naming --model and the missing folder."""
+    import eval.run as run
+
+    monkeypatch.setattr(run, "DEFAULT_MODEL", str(tmp_path / "no-such-reader"))
     d = fx.make_chartqa(tmp_path)
     assert main(["--task", "chartqa", "--data", str(d), "--output", str(tmp_path / "o")]) == 2
-    assert "--model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--model" in err and "no-such-reader" in err
 
 
 def test_suite_score_only(tmp_path, capsys):
