@@ -16,6 +16,9 @@
     torchrun --nproc_per_node 8 -m eval.run --model DIR --task docvqa --data DocVQA --output out/docvqa
     accelerate launch --num_processes 8 -m eval.run --model DIR --task docvqa --data DocVQA --output out/docvqa
 
+    # any lmms-eval task with our model (the plug-in registers --model ocr_mllm; docs/eval.md)
+    python -m lmms_eval --model ocr_mllm --model_args pretrained=DIR --tasks ocrbench --batch_size 8
+
 Tasks: textvqa, mme, mmbench_en (alias mmbench), mmbench_cn, mmvet, ocrbench, docvqa, chartqa. See docs/eval.md.
 Files written to OUT: <task>_predictions.jsonl, <task>_results.json, <task>_results.md, <task>_run.json (what
 generated the predictions) and the task's own files (submissions, MME's official-format results, MM-Vet grades).
