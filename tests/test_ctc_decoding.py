@@ -107,7 +107,7 @@ def test_generate_with_joint_decoding_batch_equals_one_by_one(reading_model):
 
 
 def test_symbols_the_head_never_sees_are_not_scored():
-    """Only symbols with probability > 1e-6 somewhere in the line are candidates (speed); the others get log 0."""
+    """Only symbols with probability > 1e-3 somewhere in the line are candidates (speed); the others get log 0."""
     log_probs = torch.full((1, 6, 5), -30.0)
     log_probs[0, :, 4] = 0.0  # blank everywhere ...
     log_probs[0, 2, 1], log_probs[0, 2, 4] = -0.1, -2.4  # ... and a likely "1" in one column

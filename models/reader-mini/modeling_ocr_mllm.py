@@ -574,14 +574,14 @@ class OcrMllmCtcPrefixScorer(LogitsProcessor):
         self.last = torch.full((num_rows,), -1, dtype=torch.long, device=ctc_log_probs.device)
         self.prefix_score = torch.zeros(num_rows, device=ctc_log_probs.device)
         self.empty = True
-        # candidates per row: the symbols the head gives more than 1e-6 somewhere in the line (the others cannot make a
+        # candidates per row: the symbols the head gives more than 1e-3 somewhere in the line (the others cannot make a
         # prefix any likelier than that); a trained head keeps tens of a vocabulary of thousands, so a step costs K, not V
         peak = self.log_probs[..., : self.vocab].amax(dim=1)  # (R, V)
         count = int((peak > math.log(self.MIN_SYMBOL_PROBABILITY)).sum(dim=1).max()) if num_rows else 0
         self.candidates = peak.topk(max(1, count), dim=1).indices  # (R, K)
 
     _NEG = -1e30  # log 0, finite so that differences stay defined
-    MIN_SYMBOL_PROBABILITY = 1e-6
+    MIN_SYMBOL_PROBABILITY = 1e-3
 
     def _extend(self, candidates: torch.Tensor, with_blank_paths: bool = False):
         """Prefix + each candidate (R, K) → (log p_CTC(prefix + c ...) (R, K), and with_blank_paths the new r_symbol,
