@@ -156,3 +156,13 @@ def test_eval_batches_follow_their_images_with_the_default_model(heldout_lines, 
         rows = [json.loads(line) for line in (out / "ocrbench_predictions.jsonl").read_text().splitlines()]
         predictions[batch_size] = {row["question_id"]: row["prediction"] for row in rows}
     assert predictions[8] == predictions[1] and len(set(predictions[1].values())) == 8
+
+
+def test_the_folder_carries_the_current_model_code():
+    """The shipped folder's code files are copies (trust_remote_code needs them next to the weights); the repository's
+    files stay their one owner: a change to them must be re-exported (scripts/export_model.py) or this fails."""
+    from ocr_mllm.folders import MODEL_CODE_FILES
+
+    repo = Path(DEFAULT_MODEL).parents[1]
+    stale = [name for name in MODEL_CODE_FILES if (repo / name).read_bytes() != Path(DEFAULT_MODEL, name).read_bytes()]
+    assert not stale, f"models/reader-mini holds old copies of {stale}: run scripts/export_model.py"
