@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocr_mllm.inference.loading import DEFAULT_MODEL, InferenceSetupError
 
@@ -51,7 +51,11 @@ from .common import (
     write_json,
 )
 from .mmvet import GraderError
-from .tasks import TASKS, get_task
+from .tasks import TASKS, TaskSpec, get_task
+
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
 
 
 logger = logging.getLogger("eval")
@@ -59,7 +63,7 @@ logger = logging.getLogger("eval")
 _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
-def load_model(path: str, device: str = "auto", dtype: str = "auto"):
+def load_model(path: str, device: str = "auto", dtype: str = "auto") -> tuple[PreTrainedModel, ProcessorMixin]:
     """``ocr_mllm.inference.load_model_and_processor``, cached for the process (a suite loads the model once)."""
     key = (os.path.abspath(path) if os.path.exists(path) else path, device, dtype)
     if key not in _MODEL_CACHE:
@@ -161,7 +165,7 @@ def merge_parts(pred_path: Path, parts: list[Path], samples: list[Sample]) -> in
 
 
 def _generate_sharded(
-    spec,
+    spec: TaskSpec,
     samples: list[Sample],
     out: Path,
     pred_file: Path,

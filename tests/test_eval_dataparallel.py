@@ -49,7 +49,8 @@ def test_two_processes_equal_one(tmp_path, tiny_model_dir):
     assert "rank 1/2" in r2.stderr and "rank 0/2" in r2.stderr
     assert not list(two.glob("*.part*"))  # parts merged into one file
     p1, p2 = _by_id(one / "mmbench_en_predictions.jsonl"), _by_id(two / "mmbench_en_predictions.jsonl")
-    assert len(p1) == 9 and p1 == p2
+    # on a mismatch, the ranks' logs say which record failed or went missing and why
+    assert len(p1) == 9 and p1 == p2, f"1 process: {p1}\n2 processes: {p2}\nlog:\n{r2.stderr[-6000:]}"
     res1 = json.loads((one / "mmbench_en_results.json").read_text())
     res2 = json.loads((two / "mmbench_en_results.json").read_text())
     assert res1["metrics"] == res2["metrics"] and res1["details"] == res2["details"]

@@ -30,7 +30,11 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ IMAGE_COUNT_MISMATCH = "image_count_mismatch"  # number of <image> placeholders 
 EMPTY_TURN = "empty_turn"  # a turn with no text (and no image)
 UNKNOWN_ROLE = "unknown_role"  # a "from"/"role" that is not human/user, gpt/assistant or system
 WRONG_ROLE_ORDER = "wrong_role_order"  # not [system] user assistant user assistant ...
+NO_ANSWER = "no_answer"  # nothing to learn from: no assistant turn, an empty caption, no supervised token
+TOO_LONG = "too_long"  # over max_length even without its answer, or cutting it would split an image
 REASONS = (
     BAD_JSON,
     MALFORMED_RECORD,
@@ -55,6 +61,8 @@ REASONS = (
     EMPTY_TURN,
     UNKNOWN_ROLE,
     WRONG_ROLE_ORDER,
+    NO_ANSWER,
+    TOO_LONG,
 )
 
 ROLE_MAP = {
@@ -411,14 +419,14 @@ def _load_llava_json(path: str, image_folder: Optional[str], strict: bool, verif
     return Dataset.from_dict({"messages": messages_col, "images": images_col}, features=_messages_features())
 
 
-def _is_image_list_feature(feature) -> bool:
+def _is_image_list_feature(feature: Any) -> bool:
     from datasets import Image, List, Sequence
 
     return isinstance(feature, (List, Sequence)) and isinstance(feature.feature, Image)
 
 
 def _load_hf_dataset(
-    ds, name: str, image_folder: Optional[str], strict: bool, verify_images: bool, report: LoadReport
+    ds: Dataset, name: str, image_folder: Optional[str], strict: bool, verify_images: bool, report: LoadReport
 ):
     """Validate and convert a ``datasets.Dataset`` with ``messages`` (TRL) or ``conversations`` (LLaVA) columns."""
     from datasets import Dataset
@@ -511,7 +519,7 @@ def load_training_dataset(
     verify_images: bool = True,
     return_report: bool = False,
     hub_config: Optional[str] = None,
-):
+) -> Dataset | tuple[Dataset, LoadReport]:
     """Load ``source`` as a ``datasets.Dataset`` with ``messages`` and ``images`` columns (TRL vision form).
 
     Args:

@@ -11,9 +11,13 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+
+if TYPE_CHECKING:
+    from transformers import BitsAndBytesConfig, PreTrainedModel, ProcessorMixin
 
 
 logger = logging.getLogger("ocr_mllm.inference")
@@ -105,7 +109,7 @@ def resolve_model_source(path: str | os.PathLike, trust_remote_code: bool | None
     return path, True
 
 
-def check_tokenizer_matches(model, processor, path: str) -> None:
+def check_tokenizer_matches(model: PreTrainedModel, processor: ProcessorMixin, path: str) -> None:
     """The tokenizer must know the model's image token under the model's id, and fit its embedding matrix."""
     tokenizer = getattr(processor, "tokenizer", processor)
     config = getattr(model, "config", None)
@@ -159,8 +163,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def quantization_config(
-    load_in: str, compute_dtype: torch.dtype, device: torch.device, skip_modules=DEFAULT_QUANT_SKIP_MODULES
-):
+    load_in: str,
+    compute_dtype: torch.dtype,
+    device: torch.device,
+    skip_modules: tuple[str, ...] | list[str] = DEFAULT_QUANT_SKIP_MODULES,
+) -> BitsAndBytesConfig:
     """bitsandbytes 4-bit (NF4, double quantization) or 8-bit for the LLM; the vision side and lm_head stay in full
     precision. For inference and QLoRA training alike; raises InferenceSetupError without a CUDA GPU or bitsandbytes."""
     mode = str(load_in).lower().replace("-", "").replace("_", "")
@@ -199,10 +206,14 @@ def load_model_and_processor(
     load_in: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool | None = None,
-    quant_skip_modules=None,
+    quant_skip_modules: tuple[str, ...] | list[str] | None = None,
+    revision: str | None = None,
+    for_training: bool = False,
     **model_kwargs: Any,
-):
-    """Load ``(model, processor)`` from a model folder or Hub id, ready for ``generate`` (eval mode, left padding).
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load ``(model, processor)`` from a model folder or Hub id, ready for ``generate`` (eval mode, left padding),
+    or with ``for_training=True`` for the trainers (train mode, no KV cache, placement left to the Trainer /
+    DeepSpeed; a quantized model goes to this process's ``LOCAL_RANK`` GPU). The one model loader of the project.
 
     Args:
         path: model folder written by ``scripts/build_model.py`` / ``save_pretrained`` (or a Hub id).
@@ -212,6 +223,7 @@ def load_model_and_processor(
         attn_implementation: passed to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``).
         trust_remote_code: ``None`` (default): only for local folders whose Python files are this project's model
             code; ``True``: also Hub ids and other folders (runs their code); ``False``: never.
+        revision: the Hub revision (branch, tag or commit) of a Hub id.
 
     A missing folder, a broken ``config.json``, missing or truncated weights, a tokenizer that does not match the
     model, or foreign code without ``trust_remote_code=True`` raise :class:`InferenceSetupError` (one line naming
@@ -222,16 +234,20 @@ def load_model_and_processor(
     path, trust_remote_code = resolve_model_source(path, trust_remote_code)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype, **model_kwargs)
+    kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype, revision=revision)
+    kwargs.update(model_kwargs)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if load_in:
         skip = quant_skip_modules if quant_skip_modules is not None else DEFAULT_QUANT_SKIP_MODULES
         kwargs["quantization_config"] = quantization_config(load_in, torch_dtype, dev, skip)
-        kwargs["device_map"] = {"": dev.index if dev.index is not None else torch.cuda.current_device()}
+        if for_training:  # one GPU per process under accelerate / torchrun
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+        else:
+            kwargs["device_map"] = {"": dev.index if dev.index is not None else torch.cuda.current_device()}
 
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as exc:  # one line naming the folder instead of a traceback deep in transformers
         raise InferenceSetupError(f"cannot load the processor / tokenizer of {path}: {_first_line(exc)}") from exc
     try:
@@ -239,6 +255,12 @@ def load_model_and_processor(
     except Exception as exc:
         raise InferenceSetupError(f"cannot load the model from {path}: {_first_line(exc)}") from exc
     check_tokenizer_matches(model, processor, path)
+    if for_training:
+        model.config.use_cache = False
+        if hasattr(model.config, "text_config"):
+            model.config.text_config.use_cache = False
+        logger.info("loaded %s for training (%s%s)", path, torch_dtype, f", {load_in}" if load_in else "")
+        return model, processor
     if not load_in:
         model.to(dev)
     model.eval()

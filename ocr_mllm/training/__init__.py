@@ -1,13 +1,12 @@
 """Two-stage training of OCR-MLLM on TRL's SFTTrainer: collator, freezing plans, arguments, callbacks, saving."""
 
-from .collator import IGNORE_INDEX, OcrMllmDataCollator, RecordError, filter_long_records, normalize_messages
+from .collator import IGNORE_INDEX, OcrMllmDataCollator, filter_long_records, normalize_messages
 from .freezing import FreezePlan, apply_freeze_plan, format_parameter_summary, parameter_summary, stage_plan
 
 
 __all__ = [
     "IGNORE_INDEX",
     "OcrMllmDataCollator",
-    "RecordError",
     "filter_long_records",
     "normalize_messages",
     "FreezePlan",

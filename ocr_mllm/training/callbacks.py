@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .freezing import format_parameter_summary, parameter_summary
+
+
+if TYPE_CHECKING:
+    import torch
 
 
 logger = logging.getLogger(__name__)
@@ -17,11 +23,18 @@ logger = logging.getLogger(__name__)
 class TrainableParametersCallback(TrainerCallback):
     """Prints which components train, with sizes (ds_numel under ZeRO-3), once the model is wrapped."""
 
-    def __init__(self, printer=print):
+    def __init__(self, printer: Callable[[str], Any] = print):
         self.printer = printer
         self.summary = None
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: torch.nn.Module | None = None,
+        **kwargs,
+    ) -> None:
         if model is None:
             return
         self.summary = parameter_summary(model)
@@ -51,20 +64,36 @@ class TimeBudgetCallback(TrainerCallback):
         progress = min(1.0, (time.monotonic() - self.start) / self.seconds)
         return warmup * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
-    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        **kwargs,
+    ) -> None:
         self.start = time.monotonic()
         if self.time_schedule:
             if lr_scheduler is None or not hasattr(lr_scheduler, "lr_lambdas"):
                 raise ValueError("time_schedule needs a LambdaLR scheduler (the default schedulers are)")
             lr_scheduler.lr_lambdas = [self.factor for _ in lr_scheduler.lr_lambdas]
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
         # runs before the progress printer (the Trainer adds it last), so the printed line shows where the run is in
         # its budget; log_history and the report callbacks have already taken their copy
         if self.seconds is not None and self.start is not None and logs is not None and "loss" in logs:
             logs["time"] = f"{_minutes_seconds(time.monotonic() - self.start)} / {_minutes_seconds(self.seconds)}"
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ) -> TrainerControl:
         if self.seconds is not None and time.monotonic() - self.start > self.seconds:
             logger.info("Time budget of %.0f s reached at step %d", self.seconds, state.global_step)
             control.should_training_stop = True
@@ -82,7 +111,9 @@ class StopAtStepCallback(TrainerCallback):
     def __init__(self, step: int):
         self.step = step
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ) -> TrainerControl:
         if state.global_step >= self.step:
             control.should_save = True
             control.should_training_stop = True

@@ -44,7 +44,7 @@ def newest_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | No
     return None, skipped
 
 
-def resolve_resume_checkpoint(value, output_dir: str | os.PathLike) -> str | None:
+def resolve_resume_checkpoint(value: str | bool | None, output_dir: str | os.PathLike) -> str | None:
     """The checkpoint path to give ``Trainer.train(resume_from_checkpoint=...)`` for the ``--resume_from_checkpoint``
     value: None / "" / false → None (fresh run); ``last`` / true → the newest complete checkpoint; a path → that
     checkpoint, which must be complete. Raises :class:`CheckpointError` with a one-line message otherwise."""

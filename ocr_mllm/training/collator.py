@@ -9,8 +9,10 @@ Two templates (the original's two stages):
   (bug list §8.14) the user/system turns' ``<|im_start|>``/``<|im_end|>`` are not supervised.
 
 Each text segment is tokenized on its own (the prompt exactly as the processor tokenizes it at inference, the answer as
-the model has to produce it), and each ``<image>`` is expanded to as many image tokens as its image produces
-(``processor.num_image_tokens(views)``), the same expansion the processor does.
+the model has to produce it); each ``<image>`` is replaced by ``processor.replace_image_token`` first, the processor's
+own expansion hook, so training and inference expand images in one place.
+
+Unusable records raise :class:`ocr_mllm.data.loading.RecordError` (the one record error, with its reason code).
 
 ``max_length`` never cuts through an image: a record longer than ``max_length`` loses only the text tail after its last
 image token (and keeps at least one supervised token); a record whose prompt alone does not fit is skipped with a
@@ -20,12 +22,26 @@ logged reason. Use :func:`filter_long_records` before training to drop such reco
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+from ..data.loading import (
+    CORRUPT_IMAGE,
+    EMPTY_TURN,
+    IMAGE_COUNT_MISMATCH,
+    MALFORMED_RECORD,
+    NO_ANSWER,
+    TOO_LONG,
+    UNKNOWN_ROLE,
+    RecordError,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -34,16 +50,7 @@ IGNORE_INDEX = -100
 TEMPLATES = ("plain", "chat")
 
 
-class RecordError(ValueError):
-    """A record that cannot be used for training (the message says why)."""
-
-
-def _reason(message: str) -> str:
-    """A message with its numbers blanked, to count skipped records per kind."""
-    return re.sub(r"\d+", "N", message)
-
-
-def _block_text(block) -> str | None:
+def _block_text(block: Any) -> str | None:
     return block.get("text") if isinstance(block, dict) else None
 
 
@@ -53,13 +60,13 @@ def normalize_messages(messages: list[dict], num_images: int, image_token: str =
     When no message holds an image block nor a literal ``image_token`` and the record has images, the images are placed
     before the text of the first user turn (TRL's ``prepare_multimodal_messages`` rule)."""
     if not messages:
-        raise RecordError("record has no messages")
+        raise RecordError(MALFORMED_RECORD, "record has no messages")
     has_image_slot = False
     out = []
     for message in messages:
         role = message.get("role")
         if role not in ("system", "user", "assistant"):
-            raise RecordError(f"unsupported role {role!r}")
+            raise RecordError(UNKNOWN_ROLE, f"unsupported role {role!r}")
         content = message.get("content")
         if content is None:
             content = ""
@@ -79,7 +86,7 @@ def normalize_messages(messages: list[dict], num_images: int, image_token: str =
                     has_image_slot |= image_token in text
                     blocks.append({"type": "text", "text": text})
                 else:
-                    raise RecordError(f"unsupported content block type {kind!r}")
+                    raise RecordError(MALFORMED_RECORD, f"unsupported content block type {kind!r}")
         out.append({"role": role, "content": blocks})
     if num_images and not has_image_slot:
         for message in out:
@@ -87,7 +94,7 @@ def normalize_messages(messages: list[dict], num_images: int, image_token: str =
                 message["content"] = [{"type": "image"} for _ in range(num_images)] + message["content"]
                 break
         else:
-            raise RecordError("record has images but no user turn to put them in")
+            raise RecordError(MALFORMED_RECORD, "record has images but no user turn to put them in")
     return out
 
 
@@ -140,7 +147,7 @@ class OcrMllmDataCollator:
     # ---------------------------------------------------------------------------------------------------------------
     # Segments: (text, supervised) pairs whose concatenation is the training text
     # ---------------------------------------------------------------------------------------------------------------
-    def _render(self, messages, add_generation_prompt=False) -> str:
+    def _render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         if not messages:
             return ""
         return self.processor.apply_chat_template(
@@ -151,17 +158,19 @@ class OcrMllmDataCollator:
         """Render with the processor's chat template turn by turn; assistant bodies are supervised."""
         segments, previous = [], ""
         if not any(message["role"] == "assistant" for message in messages):
-            raise RecordError("record has no assistant turn to learn from")
+            raise RecordError(NO_ANSWER, "record has no assistant turn to learn from")
         for index, message in enumerate(messages):
             full = self._render(messages[: index + 1])
             if not full.startswith(previous):
-                raise RecordError("the chat template does not render turn by turn (prefix mismatch)")
+                raise RecordError(MALFORMED_RECORD, "the chat template does not render turn by turn (prefix mismatch)")
             if message["role"] != "assistant":
                 segments.append((full[len(previous) :], False))
             else:
                 header_end = self._render(messages[:index], add_generation_prompt=True)
                 if not (header_end.startswith(previous) and full.startswith(header_end)):
-                    raise RecordError("the chat template's generation prompt is not a prefix of the assistant turn")
+                    raise RecordError(
+                        MALFORMED_RECORD, "the chat template's generation prompt is not a prefix of the assistant turn"
+                    )
                 body = full[len(header_end) :]
                 cut = body.rfind(self.eos_text)
                 if cut < 0:  # a template without an end-of-turn token: everything is the answer
@@ -178,20 +187,20 @@ class OcrMllmDataCollator:
         user = next((m for m in messages if m["role"] == "user"), None)
         answer = next((m for m in messages if m["role"] == "assistant"), None)
         if answer is None:
-            raise RecordError("record has no assistant turn (caption) to learn from")
+            raise RecordError(NO_ANSWER, "record has no assistant turn (caption) to learn from")
         num_images = 0
         if user is not None:
             num_images = sum(block["type"] == "image" for block in user["content"])
             num_images += _message_text(user).count(self.image_token)
         caption = _message_text(answer).strip()
         if not caption:
-            raise RecordError("empty caption")
+            raise RecordError(EMPTY_TURN, "empty caption")
         return [(self.image_token * num_images, False), (caption + "\n", True)]
 
     # ---------------------------------------------------------------------------------------------------------------
     # One record
     # ---------------------------------------------------------------------------------------------------------------
-    def _num_views(self, image) -> int:
+    def _num_views(self, image: Any) -> int:
         image_processor = self.processor.image_processor
         if not getattr(image_processor, "do_tiling", False):
             return 1
@@ -216,26 +225,26 @@ class OcrMllmDataCollator:
 
         n_placeholders = sum(text.count(self.image_token) for text, _ in segments)
         if n_placeholders != len(images):
-            raise RecordError(f"{n_placeholders} image placeholder(s) but {len(images)} image(s)")
+            raise RecordError(
+                IMAGE_COUNT_MISMATCH, f"{n_placeholders} image placeholder(s) but {len(images)} image(s)"
+            )
         num_views = [self._num_views(image) for image in images]
 
+        image_inputs = {"num_high_res_views": num_views}
         input_ids, labels, cursor = [], [], 0
         for text, supervised in segments:
             pieces = text.split(self.image_token)
-            for position, piece in enumerate(pieces):
-                if position > 0:
-                    count = self.processor.num_image_tokens(num_views[cursor])
-                    cursor += 1
-                    input_ids += [self.image_token_id] * count
-                    labels += [IGNORE_INDEX] * count
-                if piece:
-                    ids = self.tokenizer(piece, add_special_tokens=False)["input_ids"]
-                    input_ids += ids
-                    labels += ids if supervised else [IGNORE_INDEX] * len(ids)
+            expanded = pieces[0]
+            for piece in pieces[1:]:  # the processor's hook, as ProcessorMixin.__call__ uses it at inference
+                expanded += self.processor.replace_image_token(image_inputs, image_idx=cursor) + piece
+                cursor += 1
+            ids = self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+            input_ids += ids
+            labels += ids if supervised else [IGNORE_INDEX] * len(ids)
         if self.image_token_id in [label for label in labels if label != IGNORE_INDEX]:
-            raise RecordError("a supervised turn contains the image token")
+            raise RecordError(MALFORMED_RECORD, "a supervised turn contains the image token")
         if all(label == IGNORE_INDEX for label in labels):
-            raise RecordError("no supervised tokens")
+            raise RecordError(NO_ANSWER, "no supervised tokens")
         return self._fit(EncodedExample(input_ids, labels, images, num_views))
 
     def _fit(self, encoded: EncodedExample) -> EncodedExample:
@@ -247,13 +256,15 @@ class OcrMllmDataCollator:
         last_image = image_positions[-1] if image_positions else -1
         if last_image >= self.max_length:
             raise RecordError(
+                TOO_LONG,
                 f"{len(ids)} tokens > max_length {self.max_length} and its image tokens end at {last_image + 1}: "
-                "cutting would split an image"
+                "cutting would split an image",
             )
         # labels[i] is predicted from position i-1, so a supervised label at i < max_length survives the cut
         if all(label == IGNORE_INDEX for label in labels[: self.max_length]):
             raise RecordError(
-                f"{len(ids)} tokens > max_length {self.max_length} and the prompt alone fills it (no answer token left)"
+                TOO_LONG,
+                f"{len(ids)} tokens > max_length {self.max_length} and the prompt alone fills it (no answer token left)",
             )
         return EncodedExample(ids[: self.max_length], labels[: self.max_length], encoded.images, encoded.num_views)
 
@@ -266,7 +277,7 @@ class OcrMllmDataCollator:
             try:
                 encoded.append(self.encode(example))
             except RecordError as err:
-                self.skipped[_reason(str(err))] += 1
+                self.skipped[err.reason] += 1
                 logger.warning("Skipping a training record: %s", err)
         if not encoded:
             raise RuntimeError(
@@ -298,18 +309,23 @@ class OcrMllmDataCollator:
         return batch
 
 
-def record_problem(collator: OcrMllmDataCollator, example: dict) -> str | None:
+def record_problem(collator: OcrMllmDataCollator, example: dict) -> RecordError | None:
     """Why a record cannot be trained on (None when it can)."""
     try:
         collator.encode(example)
     except RecordError as err:
-        return str(err)
-    except ValueError as err:  # unreadable image etc.
-        return f"unreadable: {err}"
+        return err
+    except (OSError, ValueError) as err:  # an unreadable image
+        return RecordError(CORRUPT_IMAGE, str(err))
     return None
 
 
-def filter_long_records(dataset, collator: OcrMllmDataCollator, num_proc: int | None = None, log=logger):
+def filter_long_records(
+    dataset: Dataset | list[dict],
+    collator: OcrMllmDataCollator,
+    num_proc: int | None = None,
+    log: logging.Logger = logger,
+) -> Dataset | list[dict]:
     """Drop the records the collator would skip (too long even without their answer, no answer, bad images…),
     logging how many for each reason. Works on `datasets.Dataset` (or any list of dicts)."""
     reasons: Counter = Counter()
@@ -320,28 +336,30 @@ def filter_long_records(dataset, collator: OcrMllmDataCollator, num_proc: int | 
             if problem is None:
                 kept.append(example)
             else:
-                reasons[_reason(problem)] += 1
+                reasons[problem.reason] += 1
                 log.warning("Skipping record %d: %s", index, problem)
         _log_reasons(reasons, len(dataset), log)
         return kept
 
-    problems = dataset.map(
-        lambda example: {"_problem": record_problem(collator, example) or ""},
-        remove_columns=dataset.column_names,
-        num_proc=num_proc,
-        desc="Checking record lengths",
-    )["_problem"]
+    def check(example: dict) -> dict:
+        problem = record_problem(collator, example)
+        return {"_reason": problem.reason if problem else "", "_problem": str(problem) if problem else ""}
+
+    checked = dataset.map(
+        check, remove_columns=dataset.column_names, num_proc=num_proc, desc="Checking record lengths"
+    )
+    problems = checked["_problem"]
     keep = [i for i, problem in enumerate(problems) if not problem]
-    for index, problem in enumerate(problems):
+    for index, (reason, problem) in enumerate(zip(checked["_reason"], problems)):
         if problem:
-            reasons[_reason(problem)] += 1
-            if reasons[_reason(problem)] <= 5:
+            reasons[reason] += 1
+            if reasons[reason] <= 5:
                 log.warning("Skipping record %d: %s", index, problem)
     _log_reasons(reasons, len(problems), log)
     return dataset.select(keep) if len(keep) != len(problems) else dataset
 
 
-def _log_reasons(reasons: Counter, total: int, log):
+def _log_reasons(reasons: Counter, total: int, log: logging.Logger) -> None:
     if reasons:
         log.warning(
             "Skipped %d of %d records: %s",

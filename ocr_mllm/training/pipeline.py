@@ -15,11 +15,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ocr_mllm.folders import FolderError
-from ocr_mllm.inference.loading import DTYPE_ALIASES
+from ocr_mllm.inference.loading import DTYPE_ALIASES, InferenceSetupError, load_model_and_processor
 
 from .arguments import DataArguments, ModelArguments, OcrMllmTrainingConfig, PretrainConfig, SftConfig
 from .callbacks import TrainableParametersCallback
@@ -30,13 +31,23 @@ from .freezing import apply_freeze_plan, format_parameter_summary, parameter_sum
 from .save import push_folder, save_final_model
 
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, TrainerCallback
+
+    from .freezing import FreezePlan
+
+
 logger = logging.getLogger("ocr_mllm.training")
 
 STAGE_CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}
 STAGE_TEMPLATES = {"pretrain": "plain", "sft": "chat"}
 
 
-def parse_stage_args(stage: str, argv: list[str] | None = None):
+def parse_stage_args(
+    stage: str, argv: list[str] | None = None
+) -> tuple[ModelArguments, DataArguments, OcrMllmTrainingConfig]:
     """(ModelArguments, DataArguments, config) from the command line and an optional ``--config recipe.yaml``."""
     from trl import TrlParser
 
@@ -44,61 +55,36 @@ def parse_stage_args(stage: str, argv: list[str] | None = None):
     return parser.parse_args_and_config(args=argv)
 
 
-def _check_quantization(model_args: ModelArguments):
-    if not (model_args.load_in_4bit or model_args.load_in_8bit):
-        return None
-    if not model_args.use_peft:
-        raise ValueError("--load_in_4bit / --load_in_8bit train adapters only: add --use_peft (QLoRA)")
-    from ocr_mllm.inference.loading import quantization_config
-
-    return quantization_config(
-        "4bit" if model_args.load_in_4bit else "8bit",
-        torch.bfloat16,
-        torch.device("cuda" if torch.cuda.is_available() else "cpu"),
-    )
-
-
-def load_model_and_processor(model_args: ModelArguments, training_args: OcrMllmTrainingConfig):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
+def load_model_for_training(model_args: ModelArguments, training_args: OcrMllmTrainingConfig):
+    """The trainers' arguments → ``ocr_mllm.inference.load_model_and_processor(..., for_training=True)``."""
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a model folder from scripts/build_model.py or stage 1)")
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
+        raise ValueError("--load_in_4bit / --load_in_8bit train adapters only: add --use_peft (QLoRA)")
     dtype = model_args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if training_args.bf16 and not _is_deepspeed(training_args) else "float32"
-    from ocr_mllm.inference.loading import InferenceSetupError, resolve_model_source
-
-    # this project's local folders are trusted; a Hub id or foreign Python files need SFTConfig's --trust_remote_code
-    try:  # a damaged folder or foreign code: one line naming the folder or file, not a traceback
-        _, trust = resolve_model_source(
-            model_args.model_name_or_path, True if training_args.trust_remote_code else None
-        )
-    except InferenceSetupError as exc:
-        raise FolderError(str(exc)) from None
-    kwargs = {"trust_remote_code": trust, "dtype": DTYPE_ALIASES[dtype], "revision": model_args.model_revision}
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    quantization = _check_quantization(model_args)
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **kwargs)
-    processor = AutoProcessor.from_pretrained(
-        model_args.model_name_or_path, trust_remote_code=trust, revision=model_args.model_revision
+    load_in = "4bit" if model_args.load_in_4bit else "8bit" if model_args.load_in_8bit else None
+    return load_model_and_processor(
+        model_args.model_name_or_path,
+        device="auto",  # placement is the Trainer's; a quantized model goes to this process's GPU
+        dtype=DTYPE_ALIASES[dtype],
+        load_in=load_in,
+        attn_implementation=model_args.attn_implementation,
+        # this project's local folders are trusted; a Hub id or foreign code needs SFTConfig's --trust_remote_code
+        trust_remote_code=True if training_args.trust_remote_code else None,
+        revision=model_args.model_revision,
+        for_training=True,
     )
-    model.config.use_cache = False
-    if hasattr(model.config, "text_config"):
-        model.config.text_config.use_cache = False
-    return model, processor
 
 
-def _is_deepspeed(training_args) -> bool:
+def _is_deepspeed(training_args: OcrMllmTrainingConfig) -> bool:
     return (
         bool(getattr(training_args, "deepspeed", None)) or getattr(training_args, "deepspeed_plugin", None) is not None
     )
 
 
-def lora_config(model, model_args: ModelArguments, plan):
+def lora_config(model: PreTrainedModel, model_args: ModelArguments, plan: FreezePlan) -> LoraConfig:
     """LoRA on the LLM's linear layers; the trained vision-side modules go to `modules_to_save`."""
     from peft import LoraConfig
 
@@ -144,7 +130,13 @@ def _trainer_class():
     from trl import SFTTrainer
 
     class OcrMllmSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def compute_loss(
+            self,
+            model: torch.nn.Module,
+            inputs: dict,
+            return_outputs: bool = False,
+            num_items_in_batch: torch.Tensor | int | None = None,
+        ) -> torch.Tensor | tuple:
             inputs["use_cache"] = False
             loss, outputs = Trainer.compute_loss(
                 self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
@@ -171,9 +163,9 @@ def run_stage(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: OcrMllmTrainingConfig,
-    train_dataset=None,
-    eval_dataset=None,
-    callbacks=None,
+    train_dataset: Dataset | None = None,
+    eval_dataset: Dataset | None = None,
+    callbacks: list[TrainerCallback] | None = None,
     save_final: bool = True,
 ) -> TrainingResult:
     """Build the model for `stage`, train it with SFTTrainer + our collator, save a complete folder (or adapter)."""
@@ -188,7 +180,7 @@ def run_stage(
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
-    model, processor = load_model_and_processor(model_args, training_args)
+    model, processor = load_model_for_training(model_args, training_args)
     plan = stage_plan(
         stage,
         train_downsampler=model_args.train_downsampler,
@@ -290,7 +282,7 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     try:
         result = run_stage(stage, model_args, data_args, training_args)
         _print_main(f"done: {result.global_step} steps, model in {result.output_dir}")
-    except (CheckpointError, FolderError) as exc:
+    except (CheckpointError, FolderError, InferenceSetupError) as exc:  # one line naming the file, not a traceback
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:

@@ -7,9 +7,14 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ocr_mllm.building import save_model_folder
 from ocr_mllm.folders import MODEL_CODE_FILES
+
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin, Trainer
 
 
 logger = logging.getLogger(__name__)
@@ -43,7 +48,7 @@ def copy_code_files(output_dir: str | Path) -> None:
             shutil.copy2(source, Path(output_dir) / name)
 
 
-def save_final_model(trainer, processor, output_dir: str | Path) -> Path:
+def save_final_model(trainer: Trainer, processor: ProcessorMixin, output_dir: str | Path) -> Path:
     """Write the trained model to `output_dir` (every rank must call this; only the main process writes).
 
     - full / partial fine-tuning: a complete folder via `ocr_mllm.building.save_model_folder` (ZeRO-3 weights are
@@ -80,7 +85,7 @@ def save_final_model(trainer, processor, output_dir: str | Path) -> Path:
                     )
                 original = model.save_pretrained
 
-                def save_with_gathered_weights(directory, *args, **kwargs):
+                def save_with_gathered_weights(directory: str | Path, *args, **kwargs) -> Any:
                     kwargs.setdefault("state_dict", state_dict)
                     # the gathered keys are already our module names: no load-time key conversion to revert
                     kwargs.setdefault("save_original_format", False)
@@ -116,6 +121,6 @@ def push_folder(
     return getattr(info, "commit_url", str(info))
 
 
-def write_json(path: str | Path, data) -> None:
+def write_json(path: str | Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, ensure_ascii=False)
