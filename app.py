@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -32,6 +34,12 @@ from ocr_mllm.inference.options import (  # noqa: E402
     setup_logging,
 )
 
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import gradio
+    from transformers import PreTrainedModel, ProcessorMixin
 
 logger = logging.getLogger("ocr_mllm.app")
 
@@ -59,7 +67,9 @@ def find_examples(examples_dir: str | None = EXAMPLES_DIR) -> list[list[str]]:
     return out
 
 
-def _chat_messages(history, pending_user=None, pending_reply=None) -> list[dict]:
+def _chat_messages(
+    history: Sequence[Sequence[str]], pending_user: str | None = None, pending_reply: str | None = None
+) -> list[dict]:
     msgs = []
     for user, reply in history:
         msgs.append({"role": "user", "content": user})
@@ -70,7 +80,7 @@ def _chat_messages(history, pending_user=None, pending_reply=None) -> list[dict]
     return msgs
 
 
-def upload_image(gr, **kwargs):
+def upload_image(gr: ModuleType, **kwargs: Any) -> gradio.Image:
     """A ``gr.Image`` whose event gets the uploaded file's path without the file being opened. ``gr.Image`` runs
     ``PIL.Image.open`` on every upload, even with ``type="filepath"``, and an undecodable file then fails with
     Gradio's generic "upstream app has raised an exception". ``ocr_mllm``'s ``load_image`` decodes it instead: pixel
@@ -79,7 +89,7 @@ def upload_image(gr, **kwargs):
     image = gr.Image(type="filepath", **kwargs)
     gradio_preprocess = image.preprocess
 
-    def preprocess(payload):
+    def preprocess(payload: Any) -> Any:
         path = getattr(payload, "path", None)
         if path and not getattr(payload, "is_stream", False):
             return str(path)
@@ -90,21 +100,28 @@ def upload_image(gr, **kwargs):
 
 
 def build_demo(
-    model,
-    processor,
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
     examples_dir: str | None = EXAMPLES_DIR,
     defaults: dict | None = None,
     concurrency_limit: int = 1,
     max_queue_size: int = 64,
     title: str = "OCR MLLM",
-):
+) -> gradio.Blocks:
     """Build (and queue) the Gradio Blocks. Call ``.launch(...)`` on the result."""
     import gradio as gr
 
     gen_defaults = dict(DEFAULT_GENERATION)
     gen_defaults.update(defaults or {})
 
-    def options(temperature, top_p, top_k, repetition_penalty, no_repeat_ngram_size, max_new_tokens) -> dict:
+    def options(
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        repetition_penalty: float,
+        no_repeat_ngram_size: int,
+        max_new_tokens: int,
+    ) -> dict:
         return {
             "temperature": float(temperature),
             "top_p": float(top_p),
@@ -114,12 +131,14 @@ def build_demo(
             "max_new_tokens": int(max_new_tokens),
         }
 
-    def _session(image, history):
+    def _session(image: str | None, history: list | None) -> ChatSession:
         chat = ChatSession(model, processor, image=image)
         chat.history = [tuple(turn) for turn in (history or [])]
         return chat
 
-    def respond(image, message, history, *opts):
+    def respond(
+        image: str | None, message: str | None, history: list | None, *opts: float
+    ) -> Iterator[tuple[list[dict], list, str]]:
         message = (message or "").strip()[:MAX_QUESTION_CHARS]
         history = list(history or [])
         if not message:
@@ -143,7 +162,7 @@ def build_demo(
         history = [list(turn) for turn in chat.history]
         yield _chat_messages(history), history, ""
 
-    def ask(image, question, *opts):
+    def ask(image: str | None, question: str | None, *opts: float) -> Iterator[str]:
         """Stateless single question (API endpoint /ask); streams the growing answer."""
         question = (question or "").strip()[:MAX_QUESTION_CHARS] or DEFAULT_QUESTION
         reply = ""
@@ -156,10 +175,10 @@ def build_demo(
             raise gr.Error(str(exc))
         yield chat.history[-1][1] if chat.history else reply.strip()
 
-    def new_image(_image):
+    def new_image(_image: str | None) -> tuple[list, list]:
         return [], []
 
-    def clear():
+    def clear() -> tuple[list, list, str]:
         return [], [], ""
 
     with gr.Blocks(title=title) as demo:
@@ -241,7 +260,7 @@ def build_demo(
     return demo
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
@@ -263,7 +282,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import TextIO
 
 from ocr_mllm.inference import ChatSession, InferenceSetupError
 from ocr_mllm.inference.options import (
@@ -26,7 +28,7 @@ from ocr_mllm.inference.options import (
 HELP = "/image PATH  use a new image (resets the chat)\n/reset       clear the history\n/history     show the history\n/exit        quit"
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--image", default=None, help="image file to talk about (optional)")
@@ -37,7 +39,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def stream_answer(chat: ChatSession, query: str, out=sys.stdout, **generation_kwargs) -> str:
+def stream_answer(chat: ChatSession, query: str, out: TextIO = sys.stdout, **generation_kwargs) -> str:
     parts = []
     for chunk in chat.stream(query, **generation_kwargs):
         parts.append(chunk)
@@ -95,7 +97,7 @@ def interactive(chat: ChatSession, gen: dict) -> None:
             print(f"\nerror: {exc}")
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     try:

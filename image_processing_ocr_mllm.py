@@ -9,7 +9,8 @@ import functools
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -36,11 +37,11 @@ def check_image_size(width: int, height: int, name: str) -> None:
         )
 
 
-def _describe(image) -> str:
+def _describe(image: Any) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
 
 
-def load_image(image) -> Image.Image:
+def load_image(image: Any) -> Image.Image:
     """Any supported input → an RGB PIL image, upright per EXIF. Raises ValueError naming the input when unusable.
     The one image loader of the project: the processor, the collator, cli / infer / app, eval and bench all call it.
 
@@ -79,7 +80,7 @@ def _exif_upright(pil: Image.Image, source: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(pil) if orientation not in (None, 1) else pil
 
 
-def _array_to_pil(image) -> Image.Image:
+def _array_to_pil(image: Any) -> Image.Image:
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor
         image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
     if not isinstance(image, np.ndarray):
@@ -171,7 +172,7 @@ def _fill_colour(mean: Sequence[float]) -> tuple[int, int, int]:
     return tuple(int(round(255 * m)) for m in mean)
 
 
-def _is_torch_tensor(value) -> bool:
+def _is_torch_tensor(value: Any) -> bool:
     return _torch is not None and isinstance(value, _torch.Tensor)
 
 
@@ -182,7 +183,7 @@ def _torch_hwc(pil: Image.Image):
         return _torch.from_numpy(np.asarray(pil))
 
 
-def _resize_torch(image, width: int, height: int, mode: str):
+def _resize_torch(image: Any, width: int, height: int, mode: str) -> Any:
     """(H, W, 3) uint8 tensor → (height, width, 3) uint8, PIL's antialiased filter (torch's uint8 SIMD kernel)."""
     in_height, in_width = int(image.shape[0]), int(image.shape[1])
     if in_height == height and in_width == width:
@@ -196,7 +197,7 @@ def _resize_torch(image, width: int, height: int, mode: str):
     return out[0].permute(1, 2, 0)
 
 
-def _resize_pil(image, width: int, height: int, resample: int):
+def _resize_pil(image: Image.Image | np.ndarray, width: int, height: int, resample: int) -> Image.Image:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if image.size == (width, height):
@@ -204,24 +205,30 @@ def _resize_pil(image, width: int, height: int, resample: int):
     return image.resize((width, height), resample)
 
 
-def _pil_canvas(height: int, width: int, fill):
+def _pil_canvas(height: int, width: int, fill: Sequence[int]) -> np.ndarray:
     """(height, width, 3) uint8 array of one colour (one row, then row copies: ~20x faster than a 3-value broadcast)."""
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = np.tile(np.asarray(fill, np.uint8), width).reshape(1, width, 3)
     return canvas
 
 
-def _torch_canvas(height: int, width: int, fill):
+def _torch_canvas(height: int, width: int, fill: Sequence[int]) -> Any:
     return _torch.from_numpy(_pil_canvas(height, width, fill))
 
 
-def _image_hw(image) -> tuple[int, int]:
+def _image_hw(image: Any) -> tuple[int, int]:
     if isinstance(image, Image.Image):
         return image.height, image.width
     return int(image.shape[0]), int(image.shape[1])
 
 
-def _resize_padded(image, target: int, fill, resize, new_canvas):
+def _resize_padded(
+    image: Any,
+    target: int,
+    fill: Sequence[int],
+    resize: Callable[..., Any],
+    new_canvas: Callable[..., Any],
+) -> Any:
     """`resize(pad_to_square(image, fill), target, target)` without a full-resolution square canvas where avoidable.
 
     Both filters are separable and go horizontally first. Landscape images: the horizontal pass runs on the image
@@ -269,7 +276,14 @@ def _resize_padded(image, target: int, fill, resize, new_canvas):
     return out
 
 
-def _line_view(image, height: int, width: int, fill, resize, new_canvas):
+def _line_view(
+    image: Any,
+    height: int,
+    width: int,
+    fill: Sequence[int],
+    resize: Callable[..., Any],
+    new_canvas: Callable[..., Any],
+) -> Any:
     """A text line at `height` px keeping its aspect ratio (squeezed to `width` when longer), left-aligned on a
     (height, width) canvas of `fill`."""
     source_height, source_width = _image_hw(image)
@@ -316,7 +330,7 @@ def _normalize_constants(mean: Sequence[float], std: Sequence[float]):
     return _NORMALIZE_CACHE[key]
 
 
-def _normalize_into(view, out: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> None:
+def _normalize_into(view: Any, out: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> None:
     """uint8 (H, W, 3) view (tensor, array or PIL) → `out` (3, H, W) float32, written in place.
 
     Bit-identical to `np.asarray(view, float32) * scale + offset` then a CHW copy, in one or three passes instead of
@@ -410,13 +424,20 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {resize_backend!r}")
         self.resize_backend = resize_backend
 
-    def tile_grid(self, width: int, height: int, min_tiles=None, max_tiles=None) -> tuple[int, int]:
+    def tile_grid(
+        self, width: int, height: int, min_tiles: int | None = None, max_tiles: int | None = None
+    ) -> tuple[int, int]:
         return select_tile_grid(
             width, height, min_tiles or self.min_tiles, max_tiles or self.max_tiles, self.high_res_size
         )
 
     def get_number_of_high_res_views(
-        self, width: int, height: int, do_tiling=None, min_tiles=None, max_tiles=None
+        self,
+        width: int,
+        height: int,
+        do_tiling: bool | None = None,
+        min_tiles: int | None = None,
+        max_tiles: int | None = None,
     ) -> int:
         """Views an image of this size gets: 1 (global) plus columns·rows tiles when tiling picks more than one."""
         if getattr(self, "high_res_line_height", None) or not (self.do_tiling if do_tiling is None else do_tiling):
@@ -436,7 +457,16 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             return None
         return mode
 
-    def _views(self, image, size, high_res_size, pad_to_square, do_tiling, min_tiles, max_tiles):
+    def _views(
+        self,
+        image: Any,
+        size: int,
+        high_res_size: int,
+        pad_to_square: bool,
+        do_tiling: bool | None,
+        min_tiles: int | None,
+        max_tiles: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One image → (low view (1, 3, s, s), high-res views (n, 3, S, S)), normalised straight into fresh buffers."""
         pil = load_image(image)
         num_views = self.get_number_of_high_res_views(pil.width, pil.height, do_tiling, min_tiles, max_tiles)
@@ -478,8 +508,14 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         return low, high
 
     def _resolve_options(
-        self, size=None, high_res_size=None, pad_to_square=None, do_tiling=None, min_tiles=None, max_tiles=None
-    ):
+        self,
+        size: int | None = None,
+        high_res_size: int | None = None,
+        pad_to_square: bool | None = None,
+        do_tiling: bool | None = None,
+        min_tiles: int | None = None,
+        max_tiles: int | None = None,
+    ) -> dict[str, Any]:
         return {
             "size": int(size or self.size),
             "high_res_size": int(high_res_size or self.high_res_size),
@@ -489,7 +525,7 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
             "max_tiles": max_tiles,
         }
 
-    def preprocess(self, images, return_tensors=None, **kwargs) -> BatchFeature:
+    def preprocess(self, images: Any, return_tensors: str | None = None, **kwargs) -> BatchFeature:
         if images is None:
             raise ValueError("No images given")
         if not isinstance(images, (list, tuple)):
@@ -518,7 +554,7 @@ class OcrMllmImageProcessor(ImageProcessingMixin):
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def __call__(self, images, **kwargs) -> BatchFeature:
+    def __call__(self, images: Any, **kwargs) -> BatchFeature:
         return self.preprocess(images, **kwargs)
 
 

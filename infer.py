@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ocr_mllm.inference import InferenceSetupError, run_batched_jsonl
 from ocr_mllm.inference.batch import WHERE_KEY
@@ -33,12 +35,15 @@ from ocr_mllm.inference.options import (
 )
 
 
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
+
 logger = logging.getLogger("ocr_mllm.infer")
 
 DEFAULT_OCR_QUESTION = "Read all the text in the image."
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--input", required=True, help="records.jsonl or a folder of images")
@@ -61,7 +66,7 @@ def _bad_line(stats: dict, path: str, lineno: int, reason: str) -> None:
     logger.warning("%s:%d: bad line skipped (%s)", path, lineno, reason)
 
 
-def read_jsonl_records(path: str, default_question: str, stats: dict):
+def read_jsonl_records(path: str, default_question: str, stats: dict) -> Iterator[dict]:
     """Yield records from a JSONL file; image paths are resolved against the file's folder.
 
     Lines are split on b"\\n" only (U+2028 / U+0085 inside a record stay in it). A line that is not UTF-8, not a JSON
@@ -104,14 +109,14 @@ def read_jsonl_records(path: str, default_question: str, stats: dict):
             yield record
 
 
-def read_image_dir(path: str, question: str):
+def read_image_dir(path: str, question: str) -> Iterator[dict]:
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
         if os.path.isfile(full) and is_image_file(name):
             yield {"id": name, "image": name, "question": question, "_image_path": full}
 
 
-def build_inputs(record: dict, processor=None):
+def build_inputs(record: dict, processor: ProcessorMixin | None = None) -> tuple[list[dict], list[str]]:
     """(messages, images) for one record. ``<image>`` and ChatML control tokens typed in the question are defused
     (as in the interactive chat), so they cannot add an image slot or end the turn."""
     question = record.get("question")
@@ -123,7 +128,7 @@ def build_inputs(record: dict, processor=None):
     return [{"role": "user", "content": content}], ([image] if image else [])
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     question = args.query or DEFAULT_OCR_QUESTION

@@ -6,7 +6,12 @@ transformers' `ProcessorMixin.__call__` (which validates, runs the image process
 Copied next to the weights by `save_pretrained`; loaded with `trust_remote_code=True`.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
+from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 
 try:  # as a trust_remote_code module (package-relative) ...
@@ -68,12 +73,12 @@ class OcrMllmProcessor(ProcessorMixin):
 
     def __init__(
         self,
-        image_processor=None,
-        tokenizer=None,
-        chat_template=None,
-        image_token="<image>",
-        num_high_res_tokens_per_view=256,
-        num_low_res_tokens=256,
+        image_processor: OcrMllmImageProcessor | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        chat_template: str | None = None,
+        image_token: str = "<image>",
+        num_high_res_tokens_per_view: int = 256,
+        num_low_res_tokens: int = 256,
         **kwargs,
     ):
         self.image_token = getattr(tokenizer, "image_token", None) or image_token
@@ -87,7 +92,7 @@ class OcrMllmProcessor(ProcessorMixin):
     def num_image_tokens(self, num_high_res_views: int) -> int:
         return int(num_high_res_views) * self.num_high_res_tokens_per_view + self.num_low_res_tokens
 
-    def _group_images(self, images, placeholders_per_sample: list[int]) -> list:
+    def _group_images(self, images: Any, placeholders_per_sample: list[int]) -> list:
         """Flat list of images in placeholder order; checks counts (flat or per-sample nested input)."""
         if images is None:
             images = []
@@ -118,7 +123,14 @@ class OcrMllmProcessor(ProcessorMixin):
     # -----------------------------------------------------------------------------------------------------------------
     # ProcessorMixin.__call__ hooks
     # -----------------------------------------------------------------------------------------------------------------
-    def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
+    def prepare_inputs_layout(
+        self,
+        images: Any = None,
+        text: str | list[str] | None = None,
+        videos: Any = None,
+        audio: Any = None,
+        **kwargs,
+    ) -> tuple[list | None, list[str], Any, Any]:
         """Text → a list (an images-only call gets one `image_token` prompt per image); images → one flat list in
         placeholder order, checked against each sample's placeholders (per-sample nested lists accepted). Images are
         decoded by the image processor with the project's loader, not by transformers' `fetch_images` (which turns
@@ -133,12 +145,19 @@ class OcrMllmProcessor(ProcessorMixin):
         flat_images = self._group_images(images, [sample.count(self.image_token) for sample in text])
         return flat_images or None, text, videos, audio
 
-    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+    def validate_inputs(
+        self,
+        images: Any = None,
+        text: str | list[str] | None = None,
+        videos: Any = None,
+        audio: Any = None,
+        **kwargs,
+    ) -> None:
         """Nothing left to check: `prepare_inputs_layout` matched the images to the placeholders, sample by sample."""
         if videos is not None or audio is not None:
             raise ValueError("OCR-MLLM takes images and text only")
 
-    def _process_images(self, images, **kwargs):
+    def _process_images(self, images: list, **kwargs) -> tuple[BatchFeature, list[str]]:
         options = {key: value for key, value in kwargs.items() if key in PER_CALL_IMAGE_OPTIONS and value is not None}
         image_inputs = self.image_processor(images, **options)
         return image_inputs, [self.replace_image_token(image_inputs, image_idx=i) for i in range(len(images))]
@@ -146,7 +165,9 @@ class OcrMllmProcessor(ProcessorMixin):
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.num_image_tokens(image_inputs["num_high_res_views"][image_idx])
 
-    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
+    def _get_num_multimodal_tokens(
+        self, image_sizes: Sequence[Sequence[int]] | None = None, **kwargs
+    ) -> MultiModalData:
         """Image tokens per image from its (height, width) alone, without decoding it (vLLM's Transformers backend
         places image tokens this way). `num_image_patches`: the high-res views of each image."""
         if image_sizes is None:
@@ -159,7 +180,7 @@ class OcrMllmProcessor(ProcessorMixin):
         ]
         return MultiModalData(num_image_tokens=[self.num_image_tokens(n) for n in views], num_image_patches=views)
 
-    def _check_special_mm_tokens(self, text: list[str], text_inputs, modalities: list[str]):
+    def _check_special_mm_tokens(self, text: list[str], text_inputs: BatchFeature, modalities: list[str]) -> None:
         for index, ids in enumerate(text_inputs["input_ids"]):
             ids = ids.tolist() if hasattr(ids, "tolist") else ids
             found, expected = list(ids).count(self.image_token_id), text[index].count(self.image_token)
@@ -174,10 +195,12 @@ class OcrMllmProcessor(ProcessorMixin):
                 )
 
     @property
-    def model_input_names(self):
+    def model_input_names(self) -> list[str]:
         return list(dict.fromkeys(self.tokenizer.model_input_names + self.image_processor.model_input_names))
 
-    def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens=True, **kwargs):
+    def post_process_image_text_to_text(
+        self, generated_outputs: Any, skip_special_tokens: bool = True, **kwargs
+    ) -> list[str]:
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
 
 

@@ -11,7 +11,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+
+if TYPE_CHECKING:
+    import datasets
 
 
 logger = logging.getLogger("eval")
@@ -51,7 +55,7 @@ class Sample:
     def key(self) -> str:
         return qid_key(self.question_id)
 
-    def load_image(self):
+    def load_image(self) -> Any:
         return self.image() if callable(self.image) else self.image
 
 
@@ -110,7 +114,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _json_default(o):
+def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):  # numpy scalars
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
@@ -240,7 +244,7 @@ class ImageStore:
     def from_base64(self, key: Any, data: str) -> Callable[[], str]:
         return self.lazy(key, lambda: base64.b64decode(data))
 
-    def from_hub(self, key: Any, ds, row: int, column: str = "image") -> Callable[[], str]:
+    def from_hub(self, key: Any, ds: datasets.Dataset, row: int, column: str = "image") -> Callable[[], str]:
         """Image ``column`` of row ``row`` of a Hub dataset loaded by :func:`load_hub_dataset` (decode=False)."""
 
         def get_bytes() -> bytes:
@@ -259,7 +263,7 @@ class ImageStore:
         return self.lazy(key, get_bytes)
 
 
-def hub_rows(ds, image_columns: Sequence[str] = ("image",)):
+def hub_rows(ds: datasets.Dataset, image_columns: Sequence[str] = ("image",)) -> Iterator[tuple[int, dict]]:
     """Iterate over a Hub dataset's rows without reading its image columns."""
     drop = [c for c in image_columns if c in ds.column_names]
     light = ds.remove_columns(drop) if drop else ds
@@ -295,7 +299,9 @@ def is_hub_dataset_id(data: str) -> bool:
     return not os.path.exists(data) and bool(_HUB_ID.match(str(data)))
 
 
-def load_hub_dataset(repo_id: str, name: str | None, split: str, image_columns: Sequence[str] = ("image",)):
+def load_hub_dataset(
+    repo_id: str, name: str | None, split: str, image_columns: Sequence[str] = ("image",)
+) -> datasets.Dataset:
     """``datasets.load_dataset`` (needs the network or a populated HF cache). Image columns are left undecoded
     (``{"bytes", "path"}``); :meth:`ImageStore.from_hub` writes them to files when the model needs them."""
     import datasets

@@ -44,6 +44,7 @@ import random
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from .common import (
     EvalDataError,
@@ -77,7 +78,7 @@ SINGLE_PRED_SUFFIX = {
 logger = logging.getLogger("eval.mmbench")
 
 
-def _clean(v):
+def _clean(v: Any) -> str | None:
     return None if is_missing(v) else str(v)
 
 
@@ -292,7 +293,9 @@ def judge_prompt(question: str, choices: dict[str, str], prediction: str) -> str
     return template.format(question, options, prediction)
 
 
-def ask_judge(judge, question: str, choices: dict[str, str], prediction: str, seed: int) -> tuple[str, str]:
+def ask_judge(
+    judge: OpenAICompatibleGrader, question: str, choices: dict[str, str], prediction: str, seed: int
+) -> tuple[str, str]:
     """(letter, how): the judge's reply read by ``can_infer`` ("option" or "Z"), retried up to 3 times; after that a
     random pick among the options and "Z" ("random"), as VLMEvalKit does."""
     prompt = judge_prompt(question, choices, prediction)
@@ -303,7 +306,7 @@ def ask_judge(judge, question: str, choices: dict[str, str], prediction: str, se
     return random.Random(seed).choice(list(choices) + ["Z"]), "random"
 
 
-def make_judge(opts: dict, out_dir: Path):
+def make_judge(opts: dict, out_dir: Path) -> OpenAICompatibleGrader | None:
     """The judge client: ``opts["judge"]`` (tests), else one for ``opts["judge_url"]``, else None (no judge)."""
     if opts.get("judge") is not None:
         return opts["judge"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any, Sequence
 
 from .common import (
     SHORT_ANSWER_SUFFIX,
@@ -70,7 +71,7 @@ def question_from_llava_prompt(prompt: str) -> str:
     raise EvalDataError(f"unrecognised TextVQA prompt: {prompt[:80]!r}")
 
 
-def build_original_prompt(question: str, ocr_tokens) -> str:
+def build_original_prompt(question: str, ocr_tokens: Sequence[Any] | None) -> str:
     parts = [question]
     if ocr_tokens:
         parts.append(OCR_LINE_PREFIX + ", ".join(str(t) for t in ocr_tokens))
@@ -78,7 +79,7 @@ def build_original_prompt(question: str, ocr_tokens) -> str:
     return "\n".join(parts)
 
 
-def _make_sample(entry: dict, prompt: str, image) -> Sample:
+def _make_sample(entry: dict, prompt: str, image: Any) -> Sample:
     answers = entry.get("answers")
     return Sample(
         question_id=entry["question_id"],
@@ -150,10 +151,10 @@ def load_samples(data: str, prompt_style: str = "plain", opts: dict | None = Non
 class _lazy_path:
     """Resolve the image path when the model needs it (so scoring works without the images)."""
 
-    def __init__(self, name, bases, stem_search=True):
+    def __init__(self, name: str, bases: Sequence[Path], stem_search: bool = True):
         self.name, self.bases, self.stem_search = name, bases, stem_search
 
-    def __call__(self):
+    def __call__(self) -> str:
         return str(resolve_image(self.name, self.bases, stem_search=self.stem_search))
 
 

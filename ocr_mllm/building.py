@@ -8,7 +8,16 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+)
 
 from configuration_ocr_mllm import OcrMllmConfig
 from image_processing_ocr_mllm import (
@@ -182,7 +191,9 @@ def build_config(preset: str, vocab_size: int, image_token_id: int, **overrides)
     return config
 
 
-def build_processor(tokenizer, config: OcrMllmConfig, **image_processor_kwargs) -> OcrMllmProcessor:
+def build_processor(
+    tokenizer: PreTrainedTokenizerBase, config: OcrMllmConfig, **image_processor_kwargs
+) -> OcrMllmProcessor:
     """A processor whose view sizes and image-token counts agree with `config`."""
     vision = config.vision_config
     image_processor = OcrMllmImageProcessor(
@@ -204,7 +215,7 @@ def build_processor(tokenizer, config: OcrMllmConfig, **image_processor_kwargs) 
     )
 
 
-def default_generation_config(tokenizer) -> GenerationConfig:
+def default_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
     stop_ids = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(ENDOFTEXT)]
     return GenerationConfig(
         eos_token_id=stop_ids,
@@ -216,7 +227,9 @@ def default_generation_config(tokenizer) -> GenerationConfig:
     )
 
 
-def save_model_folder(model, processor, output_dir: str | Path, max_shard_size: str = "5GB") -> Path:
+def save_model_folder(
+    model: PreTrainedModel, processor: ProcessorMixin, output_dir: str | Path, max_shard_size: str = "5GB"
+) -> Path:
     """Write a complete trust_remote_code folder: safetensors weights (sharded past `max_shard_size`), config
     (auto_map), generation config, tokenizer + chat template, processor config and the model's code files."""
     output_dir = Path(output_dir)
@@ -234,7 +247,9 @@ def save_model_folder(model, processor, output_dir: str | Path, max_shard_size: 
     return output_dir
 
 
-def with_chat_stops(generation_config, tokenizer) -> GenerationConfig:
+def with_chat_stops(
+    generation_config: GenerationConfig | None, tokenizer: PreTrainedTokenizerBase
+) -> GenerationConfig:
     """The given generation config (or our default) made to stop on <|im_end|> and <|endoftext|>, pad with
     <|endoftext|> and never emit the image placeholder; the caller's other settings are kept."""
     default = default_generation_config(tokenizer)
@@ -249,7 +264,7 @@ def with_chat_stops(generation_config, tokenizer) -> GenerationConfig:
     return merged
 
 
-def _add_image_token(tokenizer):
+def _add_image_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False)
     if getattr(tokenizer, "image_token", None) is None:
@@ -263,7 +278,11 @@ def _add_image_token(tokenizer):
 
 
 def build_tiny_folder(
-    output_dir: str | Path, seed: int = 0, tokenizer=None, preset: str = "tiny", **overrides
+    output_dir: str | Path,
+    seed: int = 0,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    preset: str = "tiny",
+    **overrides,
 ) -> Path:
     """Random weights at a size preset, with a small BPE vocabulary unless a tokenizer is given."""
     if tokenizer is None:

@@ -30,12 +30,24 @@ import logging
 import math
 import os
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ocr_mllm.inference.loading import DTYPE_ALIASES
+
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import PIL.Image
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+    from configuration_ocr_mllm import OcrMllmConfig
+    from processing_ocr_mllm import OcrMllmProcessor
 
 
 logger = logging.getLogger(__name__)
@@ -138,7 +150,7 @@ def map_original_key(key: str) -> list[str] | None:
     return [target.replace("(q|k|v)", part) for part in "qkv"] if "(q|k|v)" in target else [target]
 
 
-def convert_old_keys_to_new_keys(keys) -> tuple[dict[str, list[str]], list[str], list[str]]:
+def convert_old_keys_to_new_keys(keys: Iterable[str]) -> tuple[dict[str, list[str]], list[str], list[str]]:
     """(mapping original → our keys, ignored keys, unmatched keys)."""
     mapping, ignored, unmatched = {}, [], []
     for key in keys:
@@ -163,7 +175,7 @@ def _deinterleave_heads(tensor: torch.Tensor, num_heads: int) -> torch.Tensor:
     return tensor.reshape(num_heads, 3, head_dim, *rest).transpose(0, 1).reshape(rows, *rest)
 
 
-def _unconsumed_message(unmatched) -> str:
+def _unconsumed_message(unmatched: Collection[str]) -> str:
     return (
         f"{len(unmatched)} original key(s) are not consumed by the mapping table (not converted, would be lost):\n  "
         + "\n  ".join(sorted(unmatched))
@@ -315,7 +327,7 @@ def load_projector_source(path: str | os.PathLike) -> dict:
     return out
 
 
-def _read_json(path) -> dict:
+def _read_json(path: str | os.PathLike) -> dict:
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f)
@@ -333,7 +345,12 @@ class OriginalSources:
     notes: list = field(default_factory=list)
 
 
-def collect_original_state_dict(input_dir, vit=None, sam=None, projector=None) -> OriginalSources:
+def collect_original_state_dict(
+    input_dir: str | os.PathLike,
+    vit: str | os.PathLike | None = None,
+    sam: str | os.PathLike | None = None,
+    projector: str | os.PathLike | None = None,
+) -> OriginalSources:
     """Merge the original weights from the checkpoint folder and the separate files, by the rule in the module
     docstring (main weights win; found files fill gaps; explicit files replace)."""
     input_dir = str(input_dir)
@@ -359,7 +376,7 @@ def collect_original_state_dict(input_dir, vit=None, sam=None, projector=None) -
     for component in have:
         sources.origins[component] = f"{input_dir} (weights)"
 
-    def add(state: dict, label: str, explicit: bool):
+    def add(state: dict, label: str, explicit: bool) -> None:
         for component in sorted({component_of(k) for k in state}):
             part = {k: v for k, v in state.items() if component_of(k) == component}
             if component in have and not explicit:
@@ -411,7 +428,7 @@ def collect_original_state_dict(input_dir, vit=None, sam=None, projector=None) -
     return sources
 
 
-def _has_weights(folder) -> bool:
+def _has_weights(folder: str | os.PathLike) -> bool:
     return bool(glob.glob(os.path.join(folder, "*.bin")) or glob.glob(os.path.join(folder, "*.safetensors")))
 
 
@@ -554,7 +571,7 @@ def infer_hparams(
 # ======================================================================================================================
 # Tokenizer: qwen.tiktoken → fast tokenizer
 # ======================================================================================================================
-def convert_qwen_tiktoken(tiktoken_path: str | os.PathLike, model_max_length: int = 32768):
+def convert_qwen_tiktoken(tiktoken_path: str | os.PathLike, model_max_length: int = 32768) -> PreTrainedTokenizerFast:
     """Qwen's BPE ranks → a transformers fast tokenizer with Qwen's special tokens at Qwen's ids
     (<|endoftext|> = len(ranks), <|im_start|> +1, <|im_end|> +2, <|extra_0..204|> +3..+207) and our image token
     `<image>` right after them (151851 for Qwen's 151,643 ranks): no collision with a BPE id any more."""
@@ -584,7 +601,7 @@ def convert_qwen_tiktoken(tiktoken_path: str | os.PathLike, model_max_length: in
 # ======================================================================================================================
 # The whole conversion
 # ======================================================================================================================
-def import_model_files():
+def import_model_files() -> tuple[ModuleType, ModuleType, ModuleType]:
     """The three top-level model files (configuration / modeling / processing) of this repository."""
     import configuration_ocr_mllm
     import modeling_ocr_mllm
@@ -593,7 +610,7 @@ def import_model_files():
     return configuration_ocr_mllm, modeling_ocr_mllm, processing_ocr_mllm
 
 
-def _pad_vocab(state: dict, new_vocab: int):
+def _pad_vocab(state: dict, new_vocab: int) -> None:
     """Grow embed_tokens / lm_head to `new_vocab` rows (mean row), for a checkpoint too small for `<image>`."""
     for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
         weight = state[key]
@@ -601,7 +618,7 @@ def _pad_vocab(state: dict, new_vocab: int):
         state[key] = torch.cat([weight, extra], dim=0)
 
 
-def build_target_config(hparams: dict, image_token_id: int, tokenizer):
+def build_target_config(hparams: dict, image_token_id: int, tokenizer: PreTrainedTokenizerBase) -> OcrMllmConfig:
     configuration, _, _ = import_model_files()
     from .tokenization import ENDOFTEXT, IM_END
 
@@ -662,7 +679,7 @@ def original_key_for(target_key: str) -> str | None:
     return None
 
 
-def check_against_model(converted: dict, model, unmatched=()) -> None:
+def check_against_model(converted: dict, model: torch.nn.Module, unmatched: Collection[str] = ()) -> None:
     """Every parameter / persistent buffer of `model` filled, nothing extra, shapes equal, no original key left
     unconsumed (`unmatched`); else one ConversionError listing every problem."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -691,7 +708,9 @@ def check_against_model(converted: dict, model, unmatched=()) -> None:
         raise ConversionError("\n".join(problems))
 
 
-def build_processor_for(tokenizer, config, vit_preprocessor: dict):
+def build_processor_for(
+    tokenizer: PreTrainedTokenizerBase, config: OcrMllmConfig, vit_preprocessor: dict
+) -> OcrMllmProcessor:
     """The processor configured as the original preprocessed at inference: low-res view at the ViT size with the
     CLIP mean/std of the ViT's preprocessor_config.json (OpenAI-CLIP if absent) and no square padding; high-res view
     at SAM's size with ImageNet mean/std; no tiling; no augmentation."""
@@ -704,16 +723,16 @@ def build_processor_for(tokenizer, config, vit_preprocessor: dict):
 
 
 def convert_checkpoint(
-    input_dir,
-    output_dir,
-    vit=None,
-    sam=None,
-    projector=None,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    vit: str | os.PathLike | None = None,
+    sam: str | os.PathLike | None = None,
+    projector: str | os.PathLike | None = None,
     dtype: str = "auto",
     vit_heads: int | None = None,
     resampler_heads: int | None = None,
-    tiktoken_path=None,
-    max_shard_size="5GB",
+    tiktoken_path: str | os.PathLike | None = None,
+    max_shard_size: str | int = "5GB",
 ) -> dict:
     """Convert an original checkpoint to a complete OCR-MLLM folder. Returns a report dict (also holding the merged
     original state dict under "sources" for verification)."""
@@ -783,13 +802,13 @@ def convert_checkpoint(
 # ======================================================================================================================
 # Verification against the reference forward of the original layout (ocr_mllm/original_reference.py)
 # ======================================================================================================================
-def load_reference_module():
+def load_reference_module() -> ModuleType:
     from . import original_reference
 
     return original_reference
 
 
-def synthetic_page(width: int = 640, height: int = 480, seed: int = 0):
+def synthetic_page(width: int = 640, height: int = 480, seed: int = 0) -> PIL.Image.Image:
     """A deterministic page-like test image (dark strokes on light paper, some colour)."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -810,7 +829,7 @@ def synthetic_page(width: int = 640, height: int = 480, seed: int = 0):
 
 @torch.no_grad()
 def verify_conversion(
-    output_dir,
+    output_dir: str | os.PathLike,
     sources: OriginalSources,
     hparams: dict,
     verify_dtype: str = "fp32",

@@ -151,7 +151,7 @@ class ReferenceConfig:
         return cfg
 
     @property
-    def head_dim(self):
+    def head_dim(self) -> int:
         return self.kv_channels
 
 
@@ -159,17 +159,19 @@ class ReferenceConfig:
 # QWen v1
 # ----------------------------------------------------------------------------------------------------------------------
 class QWenRMSNorm(nn.Module):
-    def __init__(self, dim, eps):
+    def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return out.type_as(x) * self.weight
 
 
-def qwen_rotary_cos_sin(dim, base, seqlen, ntk_alpha=1.0, device=None):
+def qwen_rotary_cos_sin(
+    dim: int, base: float, seqlen: int, ntk_alpha: float = 1.0, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """QWen's RotaryEmbedding.update_rotary_pos_emb_cache: NTK-scaled base, emb = cat(freqs, freqs) → (1, L, 1, dim)."""
     base = base * ntk_alpha ** (dim / (dim - 2))
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=device).float() / dim))
@@ -179,12 +181,12 @@ def qwen_rotary_cos_sin(dim, base, seqlen, ntk_alpha=1.0, device=None):
     return emb.cos(), emb.sin()
 
 
-def qwen_rotate_half(x):
+def qwen_rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.reshape(*x.shape[:-1], 2, x.shape[-1] // 2).unbind(dim=-2)
     return torch.cat((-x2, x1), dim=-1)
 
 
-def qwen_apply_rotary(t, cos, sin):
+def qwen_apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     rot_dim = cos.shape[-1]
     t_, t_pass = t[..., :rot_dim].float(), t[..., rot_dim:].float()
     t_ = t_ * cos + qwen_rotate_half(t_) * sin
@@ -202,7 +204,7 @@ class QWenAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.hidden_size, 3 * self.projection_size)
         self.c_proj = nn.Linear(self.projection_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, L, _ = x.shape
         query, key, value = self.c_attn(x).split(self.projection_size, dim=2)
         query = query.view(b, L, self.num_heads, self.head_dim)  # (B, L, H, D): QWen's layout
@@ -232,7 +234,7 @@ class QWenMLP(nn.Module):
         self.w2 = nn.Linear(cfg.hidden_size, ff, bias=False)
         self.c_proj = nn.Linear(ff, cfg.hidden_size, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
 
 
@@ -244,7 +246,7 @@ class QWenBlock(nn.Module):
         self.ln_2 = QWenRMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
         self.mlp = QWenMLP(cfg)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cos, sin)
         return x + self.mlp(self.ln_2(x))
 
@@ -252,7 +254,7 @@ class QWenBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------------
 # Qwen-VL ViT (qwen_clip.py::VisionTransformer, attn_pool / ln_post / proj removed as in OCR_MLLM_TOY)
 # ----------------------------------------------------------------------------------------------------------------------
-def get_abs_pos(abs_pos, tgt_size):
+def get_abs_pos(abs_pos: torch.Tensor, tgt_size: int) -> torch.Tensor:
     src_size = int(math.sqrt(abs_pos.size(0)))
     tgt_size = int(math.sqrt(tgt_size))
     dtype = abs_pos.dtype
@@ -272,7 +274,7 @@ def get_abs_pos(abs_pos, tgt_size):
 
 
 class VisualAttention(nn.Module):
-    def __init__(self, embed_dim, num_heads):
+    def __init__(self, embed_dim: int, num_heads: int):
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -281,7 +283,7 @@ class VisualAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         self.norm_factor = math.sqrt(self.head_dim)
 
-    def forward(self, x):  # (sq, b, d)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (sq, b, d)
         sq, b, _ = x.shape
         mixed = self.in_proj(x).view(sq, b, self.num_heads, 3 * self.head_dim)  # per-head [q, k, v]
         q, k, v = mixed.split(self.head_dim, dim=-1)
@@ -294,7 +296,7 @@ class VisualAttention(nn.Module):
 
 
 class VisualAttentionBlock(nn.Module):
-    def __init__(self, d_model, n_head, mlp_width):
+    def __init__(self, d_model: int, n_head: int, mlp_width: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model, eps=1e-6)
         self.ln_2 = nn.LayerNorm(d_model, eps=1e-6)
@@ -309,17 +311,17 @@ class VisualAttentionBlock(nn.Module):
             )
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
 class _Resblocks(nn.Module):
-    def __init__(self, width, layers, heads, mlp_width):
+    def __init__(self, width: int, layers: int, heads: int, mlp_width: int):
         super().__init__()
         self.resblocks = nn.ModuleList([VisualAttentionBlock(width, heads, mlp_width) for _ in range(layers)])
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.resblocks:
             x = blk(x)
         return x
@@ -333,7 +335,7 @@ class QwenVisionTransformer(nn.Module):
         self.ln_pre = nn.LayerNorm(cfg.vit_width, eps=1e-6)
         self.transformer = _Resblocks(cfg.vit_width, cfg.vit_layers, cfg.vit_heads, cfg.vit_mlp_size)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
         x = x + get_abs_pos(self.positional_embedding, x.size(1))
@@ -343,23 +345,23 @@ class QwenVisionTransformer(nn.Module):
 
 
 class QwenCLIPVisionTowerWrapper(nn.Module):  # clip_encoder.py::Qwen_CLIPVisionTower (attribute `vision_tower`)
-    def __init__(self, cfg):
+    def __init__(self, cfg: ReferenceConfig):
         super().__init__()
         self.vision_tower = QwenVisionTransformer(cfg)
 
-    def forward(self, images):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.vision_tower(images)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Resampler (qwen_clip.py::Resampler) — mm_projector = Sequential(Resampler, LayerNorm)
 # ----------------------------------------------------------------------------------------------------------------------
-def get_2d_sincos_pos_embed(embed_dim, grid_size):
+def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> np.ndarray:
     grid_h = np.arange(grid_size, dtype=np.float32)
     grid_w = np.arange(grid_size, dtype=np.float32)
     grid = np.stack(np.meshgrid(grid_w, grid_h), axis=0).reshape([2, 1, grid_size, grid_size])
 
-    def one_d(d, pos):
+    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float32) / (d / 2.0))
         out = np.einsum("m,d->md", pos.reshape(-1), omega)
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
@@ -368,7 +370,7 @@ def get_2d_sincos_pos_embed(embed_dim, grid_size):
 
 
 class Resampler(nn.Module):
-    def __init__(self, grid_size, embed_dim, num_heads, kv_dim):
+    def __init__(self, grid_size: int, embed_dim: int, num_heads: int, kv_dim: int):
         super().__init__()
         self.num_queries = grid_size**2
         self.pos_embed = nn.Parameter(torch.from_numpy(get_2d_sincos_pos_embed(embed_dim, grid_size)).float())
@@ -378,7 +380,7 @@ class Resampler(nn.Module):
         self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
         self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         pos_embed = get_abs_pos(self.pos_embed, x.size(1))
         x = self.ln_kv(self.kv_proj(x)).permute(1, 0, 2)
         n = x.shape[1]
@@ -391,20 +393,20 @@ class Resampler(nn.Module):
 # Vary SAM ViT-B (sam.py::ImageEncoderViT with net_2 / net_3)
 # ----------------------------------------------------------------------------------------------------------------------
 class LayerNorm2d(nn.Module):
-    def __init__(self, num_channels, eps=1e-6):
+    def __init__(self, num_channels: int, eps: float = 1e-6):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
-def window_partition(x, window_size):
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     b, h, w, c = x.shape
     pad_h = (window_size - h % window_size) % window_size
     pad_w = (window_size - w % window_size) % window_size
@@ -415,7 +417,9 @@ def window_partition(x, window_size):
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c), (hp, wp)
 
 
-def window_unpartition(windows, window_size, pad_hw, hw):
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
     hp, wp = pad_hw
     h, w = hw
     b = windows.shape[0] // (hp * wp // window_size // window_size)
@@ -424,7 +428,7 @@ def window_unpartition(windows, window_size, pad_hw, hw):
     return x[:, :h, :w, :].contiguous() if (hp > h or wp > w) else x
 
 
-def get_rel_pos(q_size, k_size, rel_pos):
+def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
     if rel_pos.shape[0] != max_rel_dist:
         resized = F.interpolate(
@@ -439,7 +443,14 @@ def get_rel_pos(q_size, k_size, rel_pos):
     return resized[rel.long()]
 
 
-def add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, q_size, k_size):
+def add_decomposed_rel_pos(
+    attn: torch.Tensor,
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> torch.Tensor:
     q_h, q_w = q_size
     k_h, k_w = k_size
     rh = get_rel_pos(q_h, k_h, rel_pos_h)
@@ -453,7 +464,7 @@ def add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, q_size, k_size):
 
 
 class SamAttention(nn.Module):
-    def __init__(self, dim, num_heads, input_size):
+    def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
@@ -463,7 +474,7 @@ class SamAttention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
@@ -475,18 +486,18 @@ class SamAttention(nn.Module):
 
 
 class SamMLPBlock(nn.Module):
-    def __init__(self, dim, mlp_dim):
+    def __init__(self, dim: int, mlp_dim: int):
         super().__init__()
         self.lin1 = nn.Linear(dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, dim)
         self.act = nn.GELU()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.act(self.lin1(x)))
 
 
 class SamBlock(nn.Module):
-    def __init__(self, dim, num_heads, mlp_dim, window_size, input_size):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, window_size: int, input_size: tuple[int, int]):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = SamAttention(dim, num_heads, input_size if window_size == 0 else (window_size, window_size))
@@ -494,7 +505,7 @@ class SamBlock(nn.Module):
         self.mlp = SamMLPBlock(dim, mlp_dim)
         self.window_size = window_size
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
@@ -508,11 +519,11 @@ class SamBlock(nn.Module):
 
 
 class _PatchEmbed(nn.Module):
-    def __init__(self, patch, in_chans, dim):
+    def __init__(self, patch: int, in_chans: int, dim: int):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).permute(0, 2, 3, 1)
 
 
@@ -543,7 +554,7 @@ class SamImageEncoderViT(nn.Module):
         self.net_2 = nn.Conv2d(cfg.sam_out_chans, cfg.sam_net2_chans, kernel_size=3, stride=2, padding=1, bias=False)
         self.net_3 = nn.Conv2d(cfg.sam_net2_chans, cfg.sam_net3_chans, kernel_size=3, stride=2, padding=1, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
@@ -551,7 +562,7 @@ class SamImageEncoderViT(nn.Module):
         return self.net_3(self.net_2(x))
 
 
-def build_mm_projector_high(projector_type, in_dim, out_dim):
+def build_mm_projector_high(projector_type: str, in_dim: int, out_dim: int) -> nn.Module:
     if projector_type == "linear":
         return nn.Linear(in_dim, out_dim)
     depth = int(re.match(r"^mlp(\d+)x_gelu$", projector_type).group(1))
@@ -589,20 +600,25 @@ class OriginalOcrMllmToy(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
     # --- images → features (encode_images_high / encode_images, then cat(high, low)) ---
-    def encode_images(self, images, images_high):
+    def encode_images(self, images: torch.Tensor, images_high: torch.Tensor) -> torch.Tensor:
         t = self.transformer
         high = t.vision_tower_high(images_high)  # (B, C, g, g)
         high = t.mm_projector_high(high.flatten(2).permute(0, 2, 1))
         low = t.mm_projector(t.vision_tower(images))
         return torch.cat((high, low), dim=1)
 
-    def _ntk_alpha(self, true_seq_len):
+    def _ntk_alpha(self, true_seq_len: int) -> float:
         context_value = math.log(true_seq_len / self.cfg.seq_length, 2) + 1
         return max(2 ** math.ceil(context_value) - 1, 1)
 
     def forward(
-        self, input_ids, images=None, images_high=None, image_token_index=ORIGINAL_IMAGE_TOKEN_INDEX, ntk_alpha=None
-    ):
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        images_high: torch.Tensor | None = None,
+        image_token_index: int = ORIGINAL_IMAGE_TOKEN_INDEX,
+        ntk_alpha: float | None = None,
+    ) -> torch.Tensor:
         """input_ids: (B, L) with one `image_token_index` per image (LLaVA style); images (N, 3, H, W) and
         images_high (N, 3, H', W') in order of appearance. The expanded sequences must all have the same length
         (no padding). Returns logits (B, L', vocab)."""
@@ -635,8 +651,13 @@ class OriginalOcrMllmToy(nn.Module):
 
     @torch.no_grad()
     def greedy(
-        self, input_ids, images=None, images_high=None, image_token_index=ORIGINAL_IMAGE_TOKEN_INDEX, max_new_tokens=5
-    ):
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        images_high: torch.Tensor | None = None,
+        image_token_index: int = ORIGINAL_IMAGE_TOKEN_INDEX,
+        max_new_tokens: int = 5,
+    ) -> torch.Tensor:
         """Greedy decoding by full recomputation. Like the original, the NTK alpha of the prompt is kept during
         decoding (QWen caches `ntk_alpha_list` at prefill)."""
         ids = input_ids
@@ -691,7 +712,7 @@ def tiny_reference_config(**overrides) -> ReferenceConfig:
     return cfg
 
 
-def randomize_(model: nn.Module, seed: int = 0, std: float = 0.08):
+def randomize_(model: nn.Module, seed: int = 0, std: float = 0.08) -> nn.Module:
     """Trained-looking random weights: nothing left at its trivial init (LayerNorm weights ≠ 1, biases ≠ 0, rel-pos
     and position tables ≠ 0), so that a swapped or mis-permuted tensor changes the output."""
     g = torch.Generator().manual_seed(seed)
@@ -711,7 +732,7 @@ def randomize_(model: nn.Module, seed: int = 0, std: float = 0.08):
 TINY_MERGES = [b"th", b"he", b"in", b"er", b" t", b"the", b" the", b"ing", b"ex", b"ext"]
 
 
-def write_tiny_tiktoken(path) -> int:
+def write_tiny_tiktoken(path: str | os.PathLike) -> int:
     tokens = [bytes([i]) for i in range(256)] + TINY_MERGES
     with open(path, "w") as f:
         for rank, tok in enumerate(tokens):
@@ -719,7 +740,9 @@ def write_tiny_tiktoken(path) -> int:
     return len(tokens)
 
 
-def _save_bin_shards(state_dict, out_dir, num_shards, prefix="pytorch_model"):
+def _save_bin_shards(
+    state_dict: dict[str, torch.Tensor], out_dir: str, num_shards: int, prefix: str = "pytorch_model"
+) -> None:
     keys = list(state_dict)
     if num_shards <= 1:
         torch.save(state_dict, os.path.join(out_dir, f"{prefix}.bin"))
@@ -736,7 +759,7 @@ def _save_bin_shards(state_dict, out_dir, num_shards, prefix="pytorch_model"):
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
-def _save_safetensors_shards(state_dict, out_dir, num_shards):
+def _save_safetensors_shards(state_dict: dict[str, torch.Tensor], out_dir: str, num_shards: int) -> None:
     from safetensors.torch import save_file
 
     keys = list(state_dict)
@@ -803,13 +826,13 @@ def qwen_config_json(cfg: ReferenceConfig) -> dict:
 
 
 def build_tiny_original_checkpoint(
-    root,
+    root: str | os.PathLike,
     cfg: ReferenceConfig | None = None,
     seed: int = 0,
     layout: str = "split",
     weight_format: str = "bin",
     embed_key: str = "embed_tokens",
-):
+) -> tuple[OriginalOcrMllmToy, dict]:
     """Write a tiny random checkpoint in the original layout under `root` and return (model, paths).
 
     layout "split" (the released form): `root/ckpt/` holds the LLM shards + index, config.json, qwen.tiktoken,

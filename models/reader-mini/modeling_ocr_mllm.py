@@ -19,6 +19,7 @@ from transformers import AutoModel, GenerationMixin, LogitsProcessor, LogitsProc
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
+from transformers.generation.utils import GenerateOutput
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -61,7 +62,16 @@ class OcrMllmCausalLMOutputWithPast(CausalLMOutputWithPast):
     ctc_loss: torch.FloatTensor | None = None
 
 
-def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
@@ -92,7 +102,7 @@ def sincos_2d_position_embedding(dim: int, grid_size: int) -> torch.Tensor:
         torch.arange(grid_size, dtype=torch.float64), torch.arange(grid_size, dtype=torch.float64), indexing="ij"
     )
 
-    def encode(positions):  # (grid²,) → (grid², dim/2)
+    def encode(positions: torch.Tensor) -> torch.Tensor:  # (grid²,) → (grid², dim/2)
         angles = positions.reshape(-1)[:, None] * omega[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
@@ -322,7 +332,7 @@ class OcrMllmPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = False
 
-    def _init_weights(self, module):
+    def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, OcrMllmVisionModel):
@@ -378,10 +388,10 @@ class OcrMllmModel(OcrMllmPreTrainedModel):
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
     def get_low_res_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -648,33 +658,36 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         )
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Module) -> None:
         self.model.set_input_embeddings(value)
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def set_output_embeddings(self, new_embeddings):
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
     # Short-cuts to the stages (as Llava exposes them)
     @property
-    def language_model(self):
+    def language_model(self) -> nn.Module:
         return self.model.language_model
 
     @property
-    def vision_tower(self):
+    def vision_tower(self) -> nn.Module:
         return self.model.vision_tower
 
     @property
-    def high_res_vision_tower(self):
+    def high_res_vision_tower(self) -> SamVisionEncoder:
         return self.model.high_res_vision_tower
 
     def get_image_features(
-        self, pixel_values, high_res_pixel_values, num_high_res_views=None
+        self,
+        pixel_values: torch.Tensor,
+        high_res_pixel_values: torch.Tensor,
+        num_high_res_views: torch.Tensor | list[int] | None = None,
     ) -> BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, high_res_pixel_values, num_high_res_views)
 
@@ -755,7 +768,9 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
             image_outputs=outputs.image_outputs,
         )
 
-    def generate(self, inputs: torch.Tensor | None = None, ctc_decoding_weight: float | None = None, **kwargs):
+    def generate(
+        self, inputs: torch.Tensor | None = None, ctc_decoding_weight: float | None = None, **kwargs
+    ) -> GenerateOutput | torch.LongTensor:
         """`GenerationMixin.generate`, with joint CTC/attention decoding for models with a CTC head and
         `ctc_decoding_weight` (default `config.ctc_decoding_weight`) > 0: see `OcrMllmCtcPrefixScorer`."""
         weight = self.config.ctc_decoding_weight if ctc_decoding_weight is None else ctc_decoding_weight
@@ -765,7 +780,9 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
             kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), scorer])
         return super().generate(inputs, **kwargs)
 
-    def _ctc_prefix_scorer(self, input_ids, kwargs: dict, weight: float) -> "OcrMllmCtcPrefixScorer | None":
+    def _ctc_prefix_scorer(
+        self, input_ids: torch.Tensor | None, kwargs: dict, weight: float
+    ) -> "OcrMllmCtcPrefixScorer | None":
         if weight <= 0 or self.ctc_head is None or input_ids is None or kwargs.get("high_res_pixel_values") is None:
             return None
         image_rows = (input_ids == self.config.image_token_id).any(dim=1).nonzero().flatten()  # (images,)
@@ -784,7 +801,12 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
             log_probs, image_rows, weight, eos, self.config.ctc_ignore_token_ids, prompt_length=input_ids.shape[1]
         )
 
-    def supervised_token_loss(self, hidden_states, labels, num_items_in_batch=None) -> torch.Tensor:
+    def supervised_token_loss(
+        self,
+        hidden_states: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
         """The causal LM loss of `self.loss_function` (next-token cross-entropy, -100 ignored, summed over
         `num_items_in_batch` when given, else averaged), from the LM head applied to the supervised positions only."""
         targets = labels[:, 1:].to(hidden_states.device)  # (batch, seq - 1): position i predicts token i + 1
@@ -805,7 +827,13 @@ class OcrMllmForConditionalGeneration(OcrMllmPreTrainedModel, GenerationMixin):
         per_image = image_features.view(num_images, self.config.image_seq_length, -1)
         return per_image[:, : self.config.num_high_res_tokens_per_view]
 
-    def ctc_loss(self, image_features, input_ids, labels, num_high_res_views=None) -> torch.Tensor:
+    def ctc_loss(
+        self,
+        image_features: torch.Tensor,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        num_high_res_views: torch.Tensor | list[int] | None = None,
+    ) -> torch.Tensor:
         """CTC between the column tokens of each row's image and that row's supervised answer tokens (minus
         `config.ctc_ignore_token_ids`). Rows without an image or without answer tokens are left out."""
         if num_high_res_views is not None and any(int(n) != 1 for n in num_high_res_views):

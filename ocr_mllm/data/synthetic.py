@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .fonts import FontFace, check_fonts, face_codepoints, get_font
 from .render import (
@@ -52,6 +52,11 @@ from .render import (
     warp_params,
 )
 from .text_sources import LANGUAGES, TextSource, localize
+
+
+if TYPE_CHECKING:
+    import datasets
+    import PIL.Image
 
 
 TASKS = ("line", "page", "receipt", "form", "table", "scene")
@@ -342,7 +347,7 @@ class _Ctx:
         return self.rng.randint(lo, hi)
 
     def text_op(
-        self, text: str, face: FontFace, size: int, x: float, y: float, fill, key: Optional[str] = None
+        self, text: str, face: FontFace, size: int, x: float, y: float, fill: Sequence[int], key: Optional[str] = None
     ) -> TextOp:
         if not face.supports(text):
             raise _Retry()
@@ -615,7 +620,7 @@ def _layout_receipt(ctx: _Ctx):
     tax = int(round(subtotal * rng.choice((0.0, 0.05, 0.06, 0.08, 0.1))))
     total = subtotal + tax
 
-    def price(c):
+    def price(c: int) -> str:
         return ctx.src.format_price(c, cur)
 
     # rows: (left, right, align, bold, content, key)
@@ -873,7 +878,7 @@ def _layout_scene(ctx: _Ctx):
     ctx.augment(scene, size)
     if ctx.qzh:
 
-        def loc(t):
+        def loc(t: str) -> str:
             return localize(t, ctx.lang)
 
         items = [loc("标有“") + lab + loc("”的" + col[1] + shp[1]) for col, shp, lab in described]
@@ -979,14 +984,14 @@ def iter_specs(cfg: GeneratorConfig, max_attempts: int = 200) -> Iterator[Sample
 # Rendering a spec into a record
 
 
-def _norm_box(box, w: int, h: int) -> str:
+def _norm_box(box: Sequence[float], w: int, h: int) -> str:
     x0, y0, x1, y1 = box
     vals = [x0 / w, y0 / h, x1 / w, y1 / h]
     vals = [min(1000, max(0, int(round(v * 1000)))) for v in vals]
     return "[" + ", ".join(str(v) for v in vals) + "]"
 
 
-def render_spec(spec: SampleSpec):
+def render_spec(spec: SampleSpec) -> tuple[PIL.Image.Image, dict]:
     """(PIL image, LLaVA record) for a spec."""
     img = render(spec.scene)
     boxes = scene_boxes(spec.scene) if any(qa.box_key for qa in spec.qas) else {}
@@ -1047,7 +1052,7 @@ def _prepare_dir(out_dir: str, overwrite: bool) -> None:
     os.makedirs(os.path.join(out_dir, "images"))
 
 
-def hf_features():
+def hf_features() -> datasets.Features:
     from datasets import Features, Image, List, Value
 
     return Features(

@@ -6,10 +6,14 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .generation import generate_batch, get_tokenizer
 from .images import load_images
+
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
 
 
 logger = logging.getLogger("ocr_mllm.inference")
@@ -57,7 +61,7 @@ def read_done_ids(output_path: str, id_key: str = "id") -> set[str]:
     return done
 
 
-def _jsonable(value: Any):
+def _jsonable(value: Any) -> tuple[Any, bool]:
     try:
         json.dumps(value, ensure_ascii=False)
         return value, True
@@ -65,7 +69,7 @@ def _jsonable(value: Any):
         return None, False
 
 
-def output_row(record: dict, prediction: str, drop_keys=("images",)) -> dict:
+def output_row(record: dict, prediction: str, drop_keys: Sequence[str] = ("images",)) -> dict:
     """The record's fields minus images, private ``_keys`` and anything that is not JSON, + ``prediction``."""
     row = {}
     for key, value in record.items():
@@ -78,7 +82,7 @@ def output_row(record: dict, prediction: str, drop_keys=("images",)) -> dict:
     return row
 
 
-def _image_size(img):
+def _image_size(img: Any) -> tuple[int, int] | None:
     if isinstance(img, (str, os.PathLike)):
         try:
             from PIL import Image
@@ -100,7 +104,7 @@ def _image_size(img):
     return None
 
 
-def _image_tokens(processor, img) -> int:
+def _image_tokens(processor: ProcessorMixin, img: Any) -> int:
     """Tokens the processor will expand this image to, computed from its size only (no decoding)."""
     size = _image_size(img)
     image_processor = getattr(processor, "image_processor", None)
@@ -115,7 +119,7 @@ def _image_tokens(processor, img) -> int:
     return 1 + (int((size[0] * size[1]) ** 0.5) // 64 if size else 0)
 
 
-def _prompt_length(processor, messages, images) -> int:
+def _prompt_length(processor: ProcessorMixin, messages: list[dict], images: Sequence | None) -> int:
     """Sort key: tokens of the templated prompt with each image counted at its expanded size."""
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     n = len(get_tokenizer(processor)(prompt, add_special_tokens=False)["input_ids"])
@@ -125,8 +129,8 @@ def _prompt_length(processor, messages, images) -> int:
 
 
 def run_batched_jsonl(
-    model,
-    processor,
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
     records: Iterable[dict],
     output_path: str,
     build_inputs: Callable[[dict], tuple[list, list]],
@@ -168,12 +172,12 @@ def run_batched_jsonl(
         "failed_ids": [],
     }
 
-    def where(record, index) -> str:
+    def where(record: Any, index: int) -> str:
         """The record's place for messages: ``file:line`` when the reader recorded it (``_where``), else its index."""
         loc = record.get(WHERE_KEY) if isinstance(record, dict) else None
         return str(loc) if loc else f"record #{index}"
 
-    def fail(rid, reason, loc):
+    def fail(rid: Any, reason: object, loc: str) -> None:
         stats["failed"] += 1
         if len(stats["failed_ids"]) < MAX_FAILED_IDS_KEPT:
             stats["failed_ids"].append(rid)
@@ -218,7 +222,7 @@ def run_batched_jsonl(
     # 2. generate
     bar = tqdm(total=len(todo), disable=not progress, unit="item", desc="generate", dynamic_ncols=True)
 
-    def generate_items(items) -> list[tuple[int, dict, str | None, Exception | None]]:
+    def generate_items(items: list[tuple]) -> list[tuple[int, dict, str | None, Exception | None]]:
         try:
             texts = generate_batch(
                 model, processor, [it[3] for it in items], [it[4] for it in items], **generation_kwargs

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .generation import (
     clean_text,
@@ -22,10 +22,14 @@ from .generation import (
 from .images import load_image
 
 
+if TYPE_CHECKING:
+    from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
+
+
 logger = logging.getLogger("ocr_mllm.inference")
 
 
-def sanitize_user_text(text: str, processor=None) -> str:
+def sanitize_user_text(text: str, processor: ProcessorMixin | None = None) -> str:
     """Keep typed text from being read as an image slot or a ChatML control token."""
     image_token = getattr(processor, "image_token", None) or "<image>"
     text = text.replace(image_token, image_token.replace("<", "< "))
@@ -34,7 +38,9 @@ def sanitize_user_text(text: str, processor=None) -> str:
     return text
 
 
-def build_messages(history, query: str, has_image: bool, system_prompt: str | None = None) -> list[dict]:
+def build_messages(
+    history: Iterable[tuple[str, str | None]], query: str, has_image: bool, system_prompt: str | None = None
+) -> list[dict]:
     """Chat messages (TRL form) for ``history`` [(user, reply), ...] + ``query``; the image goes in the first user turn."""
     messages: list[dict] = []
     if system_prompt:
@@ -62,9 +68,9 @@ class ChatSession:
 
     def __init__(
         self,
-        model,
-        processor,
-        image=None,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        image: Any = None,
         system_prompt: str | None = None,
         max_context_tokens: int | None = None,
         **generation_kwargs,
@@ -80,7 +86,7 @@ class ChatSession:
             self.set_image(image)
 
     # -- state -----------------------------------------------------------------------------------------------------
-    def set_image(self, image) -> None:
+    def set_image(self, image: Any) -> None:
         """Use ``image`` (path / PIL / array) from now on; the history is cleared."""
         self.image = load_image(image) if image is not None else None
         self.history = []
@@ -98,7 +104,7 @@ class ChatSession:
     def _context_limit(self) -> int | None:
         return self.max_context_tokens or max_context_length(self.model)
 
-    def _prepare(self, query: str, max_new_tokens: int):
+    def _prepare(self, query: str, max_new_tokens: int) -> tuple[str, BatchFeature | dict[str, Any]]:
         """Build inputs, dropping the oldest turns until prompt + max_new_tokens fits the context."""
         query = sanitize_user_text(query, self.processor)
         limit = self._context_limit()

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import torch
 
 from .images import load_images
+
+
+if TYPE_CHECKING:
+    from transformers import BatchFeature, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 
 logger = logging.getLogger("ocr_mllm.inference")
@@ -36,18 +40,18 @@ GENERATION_OPTION_NAMES = (
 # --------------------------------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------------------------------
-def get_tokenizer(processor):
+def get_tokenizer(processor: ProcessorMixin | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     return getattr(processor, "tokenizer", processor)
 
 
-def model_device(model) -> torch.device:
+def model_device(model: PreTrainedModel) -> torch.device:
     dev = getattr(model, "device", None)
     if dev is not None:
         return torch.device(dev)
     return next(model.parameters()).device
 
 
-def model_dtype(model) -> torch.dtype:
+def model_dtype(model: PreTrainedModel) -> torch.dtype:
     dtype = getattr(model, "dtype", None)
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
@@ -57,7 +61,7 @@ def model_dtype(model) -> torch.dtype:
     return torch.float32
 
 
-def max_context_length(model) -> int | None:
+def max_context_length(model: PreTrainedModel) -> int | None:
     """Largest sequence length the language model accepts (``max_position_embeddings``), or None if unknown."""
     config = getattr(model, "config", None)
     for cfg in (getattr(config, "text_config", None), config):
@@ -67,7 +71,7 @@ def max_context_length(model) -> int | None:
     return None
 
 
-def stop_token_ids(model, processor) -> list[int]:
+def stop_token_ids(model: PreTrainedModel, processor: ProcessorMixin) -> list[int]:
     """eos ids from the generation config plus ``<|im_end|>`` (deduplicated, order kept)."""
     ids: list[int] = []
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -86,7 +90,7 @@ def stop_token_ids(model, processor) -> list[int]:
     return out
 
 
-def pad_token_id(model, processor, eos_ids: Sequence[int]) -> int | None:
+def pad_token_id(model: PreTrainedModel, processor: ProcessorMixin, eos_ids: Sequence[int]) -> int | None:
     tok = get_tokenizer(processor)
     if tok.pad_token_id is not None:
         return tok.pad_token_id
@@ -97,8 +101,8 @@ def pad_token_id(model, processor, eos_ids: Sequence[int]) -> int | None:
 
 
 def build_generate_kwargs(
-    model,
-    processor,
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
     temperature: float | None = 0.0,
     top_p: float | None = None,
     top_k: int | None = None,
@@ -142,7 +146,9 @@ def _normalize_images(conversations: Sequence, images: Sequence | None) -> list[
     return [load_images(imgs) for imgs in images]
 
 
-def prepare_inputs(model, processor, conversations: Sequence[list], images: Sequence | None = None):
+def prepare_inputs(
+    model: PreTrainedModel, processor: ProcessorMixin, conversations: Sequence[list], images: Sequence | None = None
+) -> BatchFeature | dict[str, Any]:
     """Chat template + processor for a batch of conversations (left padded), moved to the model's device/dtype."""
     for i, conv in enumerate(conversations):
         if not isinstance(conv, (list, tuple)):
@@ -162,7 +168,7 @@ def prepare_inputs(model, processor, conversations: Sequence[list], images: Sequ
     return move_inputs(inputs, model)
 
 
-def move_inputs(inputs, model):
+def move_inputs(inputs: BatchFeature | dict[str, Any], model: PreTrainedModel) -> BatchFeature | dict[str, Any]:
     device, dtype = model_device(model), model_dtype(model)
     moved = {}
     for key, value in inputs.items():
@@ -174,7 +180,7 @@ def move_inputs(inputs, model):
     return type(inputs)(moved) if hasattr(inputs, "data") else moved
 
 
-def _fit_max_new_tokens(model, input_len: int, max_new_tokens: int) -> int:
+def _fit_max_new_tokens(model: PreTrainedModel, input_len: int, max_new_tokens: int) -> int:
     ctx = max_context_length(model)
     if ctx is None:
         return max_new_tokens
@@ -187,7 +193,7 @@ def _fit_max_new_tokens(model, input_len: int, max_new_tokens: int) -> int:
     return max_new_tokens
 
 
-def clean_text(text: str, processor=None) -> str:
+def clean_text(text: str, processor: ProcessorMixin | PreTrainedTokenizerBase | None = None) -> str:
     """Strip whitespace and any special-token text that survived decoding."""
     if processor is not None:
         tok = get_tokenizer(processor)
@@ -203,7 +209,9 @@ def clean_text(text: str, processor=None) -> str:
 # batch generation
 # --------------------------------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def generate_from_inputs(model, processor, inputs, **generation_kwargs) -> list[str]:
+def generate_from_inputs(
+    model: PreTrainedModel, processor: ProcessorMixin, inputs: BatchFeature | dict[str, Any], **generation_kwargs: Any
+) -> list[str]:
     gen = build_generate_kwargs(model, processor, **generation_kwargs)
     input_len = inputs["input_ids"].shape[1]
     gen["max_new_tokens"] = _fit_max_new_tokens(model, input_len, gen["max_new_tokens"])
@@ -215,7 +223,11 @@ def generate_from_inputs(model, processor, inputs, **generation_kwargs) -> list[
 
 
 def generate_batch(
-    model, processor, conversations: Sequence[list], images: Sequence | None = None, **generation_kwargs
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    conversations: Sequence[list],
+    images: Sequence | None = None,
+    **generation_kwargs: Any,
 ) -> list[str]:
     """Generate one answer per conversation.
 
@@ -243,14 +255,14 @@ class _EventStoppingCriteria:
     def __init__(self, event: threading.Event):
         self.event = event
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def stream_from_inputs(
-    model,
-    processor,
-    inputs,
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    inputs: BatchFeature | dict[str, Any],
     stop_event: threading.Event | None = None,
     timeout: float | None = None,
     **generation_kwargs,
@@ -271,7 +283,7 @@ def stream_from_inputs(
     )
     errors: list[BaseException] = []
 
-    def _run():
+    def _run() -> None:
         try:
             with torch.inference_mode():
                 model.generate(**inputs, **gen, streamer=streamer, stopping_criteria=criteria)
@@ -295,8 +307,8 @@ def stream_from_inputs(
 
 
 def stream_generate(
-    model,
-    processor,
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
     messages: list,
     images: Iterable | None = None,
     stop_event: threading.Event | None = None,

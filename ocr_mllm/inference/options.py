@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from .loading import DEFAULT_MODEL
+
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
 
 
 # Defaults for people (CLI, app, infer.py). ``generate_batch`` itself defaults to plain greedy decoding.
@@ -81,7 +86,7 @@ def generation_kwargs_from_args(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in DEFAULT_GENERATION if hasattr(args, name)}
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace) -> tuple[PreTrainedModel, ProcessorMixin]:
     from .loading import load_model_and_processor
 
     return load_model_and_processor(
