@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ocr_mllm.machine import busy_cores, usable_cores  # noqa: F401 (busy_cores: re-exported for the benches)
+
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -94,35 +96,12 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
-def _cpu_times() -> tuple[int, int] | None:
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]), idle
-
-
-def busy_cores(seconds: float = 1.0) -> float | None:
-    """How many cores other work keeps busy, sampled over `seconds` while this process sleeps (None off Linux)."""
-    first = _cpu_times()
-    if first is None:
-        return None
-    time.sleep(seconds)
-    second = _cpu_times()
-    total, idle = second[0] - first[0], second[1] - first[1]
-    if total <= 0:
-        return 0.0
-    return round((total - idle) / total * (os.cpu_count() or 1), 2)
-
-
 def choose_threads(requested: str | int | None) -> tuple[int, str]:
     """torch thread count for a benchmark: an explicit number, or "auto": every usable core on an idle machine, but 1
     when other jobs keep ≥ 0.5 core busy — there a multi-threaded torch waits at every parallel region for a thread
     the other job has descheduled (measured here: decode steps of 1 ms became 15-200 ms), while 1 thread stays
     stable and keeps ours-vs-peer ratios meaningful."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if requested not in (None, "auto"):
         return int(requested), "requested"
     busy = busy_cores()

@@ -42,29 +42,14 @@ print = functools.partial(print, flush=True)  # noqa: A001
 logger = logging.getLogger("quickstart")
 
 
-def idle_cores(seconds: float = 1.0) -> float | None:
-    """Cores left idle by other processes over `seconds` (from /proc/stat), None where unknown."""
-
-    def sample():
-        with open("/proc/stat") as handle:
-            values = [int(v) for v in handle.readline().split()[1:]]
-        return values[3] + values[4], sum(values)  # idle + iowait, total
-
-    try:
-        idle0, total0 = sample()
-        time.sleep(seconds)
-        idle1, total1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return (os.cpu_count() or 1) * (idle1 - idle0) / max(1, total1 - total0)
-
-
 def choose_threads(requested: int | None) -> int:
     """More torch threads than idle cores makes every step many times slower on a shared machine."""
     if requested:
         return requested
-    cores, idle = os.cpu_count() or 1, idle_cores()
-    return cores if idle is None else max(1, min(cores, int(idle + 0.5)))
+    from ocr_mllm.machine import busy_cores, usable_cores
+
+    cores, busy = usable_cores(), busy_cores()
+    return cores if busy is None else max(1, min(cores, int(cores - busy + 0.5)))
 
 
 # --------------------------------------------------------------------------------------------------------------------
