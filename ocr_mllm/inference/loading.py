@@ -124,7 +124,9 @@ def check_tokenizer_matches(model: PreTrainedModel, processor: ProcessorMixin, p
                 "trained with)"
             )
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    rows = getattr(getattr(embeddings, "weight", None), "shape", [None])[0]
+    weight = getattr(embeddings, "weight", None)
+    # under DeepSpeed ZeRO-3 the local tensor is an empty partition; ds_shape is the full one
+    rows = getattr(weight, "ds_shape", getattr(weight, "shape", [None]))[0]
     if rows is not None and len(tokenizer) > rows:
         raise InferenceSetupError(
             f"the tokenizer in {path} has {len(tokenizer)} tokens, but the model's embedding has {rows} rows: ids "
