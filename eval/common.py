@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -104,14 +105,26 @@ def read_json(path: str | os.PathLike) -> Any:
         raise EvalDataError(str(exc)) from None
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_atomically(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``path`` all at once: readers see the old file or the new one, never half of it.
+
+    The temporary file has a name of its own per writer, because data-parallel eval ranks can materialise the same
+    image (MMBench's circular copies share one) at the same moment; a shared ``.tmp`` name let one rank's rename
+    take the other's file away."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_atomically(path, json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -213,8 +226,6 @@ class ImageStore:
     @property
     def root(self) -> Path:
         if self._root is None:  # a temporary folder, made only when an image is actually written
-            import tempfile
-
             self._root = Path(tempfile.mkdtemp(prefix="ocr_mllm_eval_images_"))
         return self._root
 
@@ -232,11 +243,8 @@ class ImageStore:
             if not data:
                 raise EvalDataError(f"image {key!r}: no data")
             ext = next((e for m, e in _MAGIC if data.startswith(m)), ".img")
-            self.root.mkdir(parents=True, exist_ok=True)
             path = self.root / (stem + ext)
-            tmp = path.with_suffix(ext + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomically(path, data)
             return str(path)
 
         return materialise

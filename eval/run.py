@@ -143,7 +143,7 @@ def part_files(out: Path, task: str) -> list[Path]:
 def merge_parts(pred_path: Path, parts: list[Path], samples: list[Sample]) -> int:
     """Fold the per-rank parts into ``pred_path`` (benchmark order, then any other ids), atomically, and delete them.
     Returns the number of lines taken from the parts."""
-    from .common import read_jsonl
+    from .common import read_jsonl, write_atomically
 
     rows: dict[str, dict] = {}
     for path in [pred_path] + parts:
@@ -154,11 +154,7 @@ def merge_parts(pred_path: Path, parts: list[Path], samples: list[Sample]) -> in
     n_main = len(read_jsonl(pred_path)) if pred_path.is_file() else 0
     order = [s.key for s in samples if s.key in rows]
     order += [k for k in rows if k not in set(order)]
-    tmp = pred_path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for k in order:
-            f.write(json.dumps(rows[k], ensure_ascii=False) + "\n")
-    os.replace(tmp, pred_path)
+    write_atomically(pred_path, "".join(json.dumps(rows[k], ensure_ascii=False) + "\n" for k in order))
     for path in parts:
         path.unlink()
     return len(rows) - n_main

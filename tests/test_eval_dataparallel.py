@@ -100,3 +100,36 @@ def test_merge_keeps_benchmark_order(tmp_path):
     assert merge_parts(main, [a, b], samples) == 3
     assert [r["question_id"] for r in read_jsonl(main)] == [0, 1, 2, 3]
     assert not a.exists() and not b.exists()
+
+
+def test_ranks_materialising_one_image_at_once_both_get_it(tmp_path):
+    """MMBench's circular copies share an image, so two ranks can write the same image file at the same moment (the
+    CI failure of 2026-12-01: one rank's rename took the other's temporary file). Every writer must end with the file
+    and no writer may fail."""
+    import threading
+
+    from eval.common import ImageStore
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(200_000)
+    stores = [ImageStore(tmp_path) for _ in range(8)]
+    errors, paths = [], []
+    start = threading.Barrier(len(stores))
+
+    def rank(store):
+        for key in range(30):  # a new image each round, all writers released together
+            start.wait()
+            try:
+                paths.append(store.lazy(key, lambda: png)())
+            except Exception as exc:  # noqa: BLE001 - the test collects every failure
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=rank, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert len(paths) == 30 * len(stores)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(f"{key}.png" for key in range(30))  # and no temporary file left behind
+    assert all((tmp_path / name).read_bytes() == png for name in written)
