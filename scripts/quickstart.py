@@ -344,6 +344,11 @@ def parse_args(argv=None):
     parser.add_argument("--dataloader-workers", type=int, default=0)
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: no checkpoints)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output/model")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this trained model folder (e.g. models/reader-mini) instead of random weights",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores idle at start)")
     return parser.parse_args(argv)
@@ -378,12 +383,20 @@ def main(argv=None):
     timings["data_s"] = time.perf_counter() - t_start
 
     t = time.perf_counter()
-    from ocr_mllm.building import PRESETS, build_tiny_folder
+    if args.init_from:
+        # continue a trained reader (its weights and its tokenizer) instead of random weights
+        from transformers import AutoTokenizer
 
-    tokenizer = build_tokenizer(train_records, args.vocab_size or PRESETS[args.preset]["tokenizer_vocab_size"])
-    base_dir = build_tiny_folder(output / "base", seed=args.seed, tokenizer=tokenizer, preset=args.preset)
+        base_dir = Path(args.init_from)
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+        print(f"[model] continuing {base_dir}: vocabulary {len(tokenizer)}")
+    else:
+        from ocr_mllm.building import PRESETS, build_tiny_folder
+
+        tokenizer = build_tokenizer(train_records, args.vocab_size or PRESETS[args.preset]["tokenizer_vocab_size"])
+        base_dir = build_tiny_folder(output / "base", seed=args.seed, tokenizer=tokenizer, preset=args.preset)
+        print(f"[model] {args.preset}: vocabulary {len(tokenizer)}")
     timings["tokenizer_and_model_s"] = time.perf_counter() - t
-    print(f"[model] {args.preset}: vocabulary {len(tokenizer)}")
 
     eval_reserve = 150 if args.device == "cpu" else 45  # λ choice on dev lines + the tables + the streamed answer
     seconds = max(30.0, args.minutes * 60 - (time.perf_counter() - t_start) - eval_reserve)
