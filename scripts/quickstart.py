@@ -388,7 +388,7 @@ def main(argv=None):
         from transformers import AutoTokenizer
 
         base_dir = Path(args.init_from)
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir), trust_remote_code=True)
         print(f"[model] continuing {base_dir}: vocabulary {len(tokenizer)}")
     else:
         from ocr_mllm.building import PRESETS, build_tiny_folder
