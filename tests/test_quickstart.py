@@ -84,7 +84,7 @@ def test_quickstart_continues_the_shipped_reader(tmp_path):
         sys.executable,
         str(REPO / "scripts" / "quickstart.py"),
         *("--output", str(out), "--init-from", str(REPO / "models" / "reader-mini"), "--steps", "2"),
-        *("--num-samples", "120", "--eval-samples", "15", "--batch-size", "4", "--threads", "1"),
+        *("--num-samples", "90", "--eval-samples", "9", "--batch-size", "4", "--threads", "1"),
         *("--cjk-characters", "3500", "--fonts", "seen", "--seed", "1"),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
